@@ -49,7 +49,11 @@ cdef enum:
 cdef tuple KEYS = tuple([str(i) for i in range(193)] + ["h", "t", "p", "1"])
 cdef const char* HEXUP = b"0123456789ABCDEF"
 cdef signed char HEXVAL[256]
+cdef unsigned short HEXPAIR[256]     # the two upper-case hex digits of a byte, in memory order
 cdef int _i
+for _i in range(256):
+    (<unsigned char*>&HEXPAIR[_i])[0] = HEXUP[_i >> 4]
+    (<unsigned char*>&HEXPAIR[_i])[1] = HEXUP[_i & 15]
 for _i in range(256):
     HEXVAL[_i] = -1
 for _i in range(10):
@@ -186,11 +190,40 @@ cdef int _present(unsigned long long primary, unsigned long long secondary,
 # --------------------------------------------------------------------------
 # encode
 
+cdef inline unsigned long long _load8(const unsigned char* p):
+    cdef unsigned long long w
+    memcpy(&w, p, 8)
+    return w
+
+
 cdef inline bint _all_digits(const unsigned char* p, Py_ssize_t n):
-    cdef Py_ssize_t i
-    for i in range(n):
+    """True when all n bytes are ASCII digits (eight at a time, then the tail)."""
+    cdef Py_ssize_t i = 0
+    cdef unsigned long long w
+    while i + 8 <= n:
+        w = _load8(p + i)
+        # A byte b is a digit iff b < 0x80, b - 0x30 does not borrow, b + 0x46 < 0x80.
+        if (w | (w - 0x3030303030303030ULL) | (w + 0x4646464646464646ULL)) \
+                & 0x8080808080808080ULL:
+            return False
+        i += 8
+    while i < n:
         if p[i] < 48 or p[i] > 57:
             return False
+        i += 1
+    return True
+
+
+cdef inline bint _is_ascii(const unsigned char* p, Py_ssize_t n):
+    cdef Py_ssize_t i = 0
+    while i + 8 <= n:
+        if _load8(p + i) & 0x8080808080808080ULL:
+            return False
+        i += 8
+    while i < n:
+        if p[i] & 0x80:
+            return False
+        i += 1
     return True
 
 
@@ -532,22 +565,22 @@ cdef object _hex_upper(const unsigned char* p, Py_ssize_t n):
     cdef Py_UCS1* dst = PyUnicode_1BYTE_DATA(out)
     cdef Py_ssize_t i
     for i in range(n):
-        dst[2 * i] = HEXUP[p[i] >> 4]
-        dst[2 * i + 1] = HEXUP[p[i] & 15]
+        memcpy(dst + 2 * i, &HEXPAIR[p[i]], 2)
+    return out
+
+
+cdef inline object _ascii_str(const unsigned char* p, Py_ssize_t n):
+    cdef object out = PyUnicode_New(n, 127)
+    memcpy(PyUnicode_1BYTE_DATA(out), p, n)
     return out
 
 
 cdef object _text(KSpec ks, FieldC* f, const unsigned char* p, Py_ssize_t n,
                   Py_ssize_t pos, dict doc):
-    cdef Py_ssize_t i
-    cdef object out
     if f.data_kind == K_ASCII:
-        for i in range(n):
-            if p[i] >= 128:
-                raise DecodeError("Failed to decode field, invalid data", KEYS[f.slot], pos, doc)
-        out = PyUnicode_New(n, 127)
-        memcpy(PyUnicode_1BYTE_DATA(out), p, n)
-        return out
+        if not _is_ascii(p, n):
+            raise DecodeError("Failed to decode field, invalid data", KEYS[f.slot], pos, doc)
+        return _ascii_str(p, n)
     if f.data_kind == K_LATIN1:
         return PyUnicode_DecodeLatin1(<const char*>p, n, NULL)
     try:
@@ -601,7 +634,6 @@ cdef Py_ssize_t _read_length(KSpec ks, FieldC* f, const unsigned char* s, Py_ssi
 cdef Py_ssize_t _read_field(KSpec ks, FieldC* f, const unsigned char* s, Py_ssize_t size,
                             Py_ssize_t idx, dict doc) except -1:
     cdef Py_ssize_t length, nbytes, have
-    cdef str unit = "nibbles" if f.nibbles else "bytes"
     cdef object value
     cdef Py_UCS1* vp
     cdef Py_ssize_t vn
@@ -611,7 +643,7 @@ cdef Py_ssize_t _read_field(KSpec ks, FieldC* f, const unsigned char* s, Py_ssiz
     else:
         length = _read_length(ks, f, s, size, idx, doc)
         if length > f.max_len:
-            raise DecodeError(f"Field data is {length} {unit}, larger than maximum "
+            raise DecodeError(f"Field data is {length} {_unit(f)}, larger than maximum "
                               f"{f.max_len}", key, idx, doc)
         idx += f.len_type
     nbytes = (length + 1) >> 1 if f.nibbles else length
@@ -619,7 +651,8 @@ cdef Py_ssize_t _read_field(KSpec ks, FieldC* f, const unsigned char* s, Py_ssiz
         have = size - idx
         if f.nibbles:
             have *= 2
-        raise DecodeError(f"Field data is {have} {unit}, expecting {length}", key, idx, doc)
+        raise DecodeError(f"Field data is {have} {_unit(f)}, expecting {length}", key, idx,
+                          doc)
     if f.data_kind == K_BINARY:
         value = _hex_upper(s + idx, nbytes)
         if f.nibbles and length & 1:
@@ -636,43 +669,64 @@ cdef Py_ssize_t _read_field(KSpec ks, FieldC* f, const unsigned char* s, Py_ssiz
                                          PyUnicode_GET_LENGTH(value)):
             raise DecodeError("Failed to decode field, non-digit data", key, idx, doc)
     else:
-        if f.numeric and f.data_kind != K_CODEC and not _all_digits(s + idx, nbytes):
-            # Non-ASCII bytes are reported as invalid data first, as the twin does.
-            _text(ks, f, s + idx, nbytes, idx, doc)
-            raise DecodeError("Failed to decode field, non-digit data", key, idx, doc)
-        value = _text(ks, f, s + idx, nbytes, idx, doc)
+        if f.numeric and f.data_kind != K_CODEC:
+            if not _all_digits(s + idx, nbytes):
+                # Non-ASCII bytes are reported as invalid data first, as the twin does.
+                _text(ks, f, s + idx, nbytes, idx, doc)
+                raise DecodeError("Failed to decode field, non-digit data", key, idx, doc)
+            value = _ascii_str(s + idx, nbytes)     # digits are ASCII and latin-1 alike
+        else:
+            value = _text(ks, f, s + idx, nbytes, idx, doc)
         if f.numeric and f.data_kind == K_CODEC and not _str_digits(value):
             raise DecodeError("Failed to decode field, non-digit data", key, idx, doc)
     PyDict_SetItem(doc, key, value)
     return idx + nbytes
 
 
-cdef Py_ssize_t _read_bitmap(KSpec ks, FieldC* f, const unsigned char* s, Py_ssize_t size,
-                             Py_ssize_t idx, dict doc, bint extend,
-                             unsigned long long* bits) except -1:
+cdef str _unit(FieldC* f):
+    return "nibbles" if f.nibbles else "bytes"
+
+
+cdef object _read_bitmap(KSpec ks, FieldC* f, const unsigned char* s, Py_ssize_t size,
+                         Py_ssize_t idx, unsigned long long* bits):
+    """Read one bitmap at idx; return its text (hex) and store its bits.
+
+    Errors carry no partial result: decode() adds it.
+    """
     cdef int width = 8 if f.data_kind == K_BINARY else 16
     cdef int i
     cdef unsigned long long v = 0
     cdef signed char h
     key = KEYS[f.slot]
     if size - idx < width:
-        raise DecodeError(f"Field data is {size - idx} bytes, expecting {width}", key, idx, doc)
+        raise DecodeError(f"Field data is {size - idx} bytes, expecting {width}", key, idx)
     if f.data_kind == K_BINARY:
         for i in range(8):
             v = (v << 8) | s[idx + i]
         text = _hex_upper(s + idx, 8)
     else:
-        text = _text(ks, f, s + idx, 16, idx, doc)
+        text = _text(ks, f, s + idx, 16, idx, None)
         if PyUnicode_GET_LENGTH(text) != 16 or not PyUnicode_IS_ASCII(text):
-            raise DecodeError("Failed to decode field, non-hex data", key, idx, doc)
+            raise DecodeError("Failed to decode field, non-hex data", key, idx)
         for i in range(16):
             h = HEXVAL[PyUnicode_1BYTE_DATA(text)[i]]
             if h < 0:
-                raise DecodeError("Failed to decode field, non-hex data", key, idx, doc)
+                raise DecodeError("Failed to decode field, non-hex data", key, idx)
             v = (v << 4) | <unsigned long long>h
-    doc[key] = doc[key] + text if extend else text
     bits[0] = v
-    return idx + width
+    return text
+
+
+cdef dict _head(dict header, object mti, object primary, object secondary):
+    """The partial result before the fields: header, MTI and bitmaps read so far."""
+    cdef dict out = dict(header) if header else {}
+    if mti is not None:
+        out["t"] = mti
+    if primary is not None:
+        out["p"] = primary
+    if secondary is not None:
+        out["1"] = secondary
+    return out
 
 
 def decode(data, spec):
@@ -685,7 +739,9 @@ def decode(data, spec):
     cdef int n
     cdef int width, count, i
     cdef int order[192]
-    cdef dict doc = _PyDict_NewPresized(24)
+    cdef dict header = None
+    cdef dict doc
+    cdef object mti = None, ptext = None, stext = None
     cdef FieldC* f
     if type(data) is bytes:
         raw = <bytes>data
@@ -696,28 +752,45 @@ def decode(data, spec):
     s = <const unsigned char*>PyBytes_AS_STRING(raw)
     size = PyBytes_GET_SIZE(raw)
     if ks.header.present:
-        idx = _read_field(ks, &ks.header, s, size, idx, doc)
+        header = {}
+        idx = _read_field(ks, &ks.header, s, size, idx, header)
     # message type
     width = 2 if ks.mti.data_kind == K_BINARY else 4
     if size - idx < width:
-        raise DecodeError(f"Field data is {size - idx} bytes, expecting {width}", "t", idx, doc)
+        raise DecodeError(f"Field data is {size - idx} bytes, expecting {width}", "t", idx,
+                          header)
     if ks.mti.data_kind == K_BINARY:
         mti = _hex_upper(s + idx, 2)
     else:
-        mti = _text(ks, &ks.mti, s + idx, 4, idx, doc)
+        mti = _text(ks, &ks.mti, s + idx, 4, idx, header)
     if (PyUnicode_GET_LENGTH(mti) != 4 or not PyUnicode_IS_ASCII(mti)
             or not _all_digits(PyUnicode_1BYTE_DATA(mti), 4)):
-        raise DecodeError("Message type must be 4 digits", "t", idx, doc)
-    doc["t"] = mti
+        raise DecodeError("Message type must be 4 digits", "t", idx, header)
     idx += width
-    idx = _read_bitmap(ks, &ks.primary, s, size, idx, doc, False, &primary)
-    if primary >> 63:
-        if not ks.secondary.present:
-            raise DecodeError("Bitmap announces a secondary bitmap the spec lacks", "1", idx,
-                              doc)
-        idx = _read_bitmap(ks, &ks.secondary, s, size, idx, doc, False, &secondary)
-        if secondary >> 63:
-            idx = _read_bitmap(ks, &ks.secondary, s, size, idx, doc, True, &tertiary)
+    # bitmaps
+    try:
+        ptext = _read_bitmap(ks, &ks.primary, s, size, idx, &primary)
+        idx += 8 if ks.primary.data_kind == K_BINARY else 16
+        if primary >> 63:
+            if not ks.secondary.present:
+                raise DecodeError("Bitmap announces a secondary bitmap the spec lacks", "1",
+                                  idx)
+            stext = _read_bitmap(ks, &ks.secondary, s, size, idx, &secondary)
+            idx += 8 if ks.secondary.data_kind == K_BINARY else 16
+            if secondary >> 63:
+                stext = stext + _read_bitmap(ks, &ks.secondary, s, size, idx, &tertiary)
+                idx += 8 if ks.secondary.data_kind == K_BINARY else 16
+    except DecodeError as exc:
+        raise DecodeError(exc.msg, exc.field, exc.pos, _head(header, mti, ptext, stext)
+                          ) from None
+    count = _present(primary, secondary, tertiary, order)
+    doc = _PyDict_NewPresized(count + 4)
+    if header:
+        doc["h"] = header["h"]
+    doc["t"] = mti
+    doc["p"] = ptext
+    if stext is not None:
+        doc["1"] = stext
     count = _present(primary, secondary, tertiary, order)
     for i in range(count):
         f = &ks.fields[order[i]]

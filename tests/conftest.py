@@ -40,7 +40,7 @@ IMPLEMENTATIONS = [
 ]
 
 
-@pytest.fixture(params=IMPLEMENTATIONS)
+@pytest.fixture(params=IMPLEMENTATIONS, scope="session")
 def impl(request: pytest.FixtureRequest) -> ModuleType:
     """Each codec implementation in turn: the Cython kernel, then the pure-Python twin."""
     module = request.param

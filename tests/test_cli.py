@@ -1,0 +1,48 @@
+"""The `paygate` console script: --version, --help and the codec demo."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from gateway import __version__
+
+PAYGATE = str(Path(sys.executable).with_name("paygate"))
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PAYGATE, *args], capture_output=True, text=True, timeout=60,
+                          cwd="/")
+
+
+def test_version() -> None:
+    """`paygate --version` prints the package version."""
+    proc = _run("--version")
+    assert proc.returncode == 0
+    assert proc.stdout.strip() == f"paygate {__version__}"
+
+
+def test_help_lists_the_demo() -> None:
+    """`paygate --help` describes the program and its subcommands."""
+    proc = _run("--help")
+    assert proc.returncode == 0
+    assert "card-payment gateway" in proc.stdout and "demo" in proc.stdout
+
+
+def test_no_command_prints_help_and_fails() -> None:
+    """Without a subcommand paygate prints its usage and exits non-zero."""
+    proc = _run()
+    assert proc.returncode == 2 and "usage: paygate" in proc.stdout
+
+
+def test_demo_round_trips_and_masks_the_pan() -> None:
+    """The demo encodes and decodes a 0100 and 0110 and never prints the full PAN."""
+    proc = _run("demo")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "0100" in out and "0110" in out
+    assert out.count("decode(encode(x)) == x: True") == 2
+    assert "424242******4242" in out
+    assert "4242424242424242" not in out
+    assert "9F26" in out  # field 55 is unfolded into EMV tags
