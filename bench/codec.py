@@ -11,6 +11,7 @@ and the median round is reported, so background noise hits all of them alike.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import statistics
@@ -66,9 +67,9 @@ def measure(rounds: int) -> dict[str, Any]:
         for _ in range(rounds):
             for name, (enc, dec) in impls.items():
                 samples.setdefault((msg, "encode", name), []).append(
-                    _per_call_us(lambda enc=enc, doc=doc: enc(doc, spec)))
+                    _per_call_us(functools.partial(enc, doc, spec)))
                 samples.setdefault((msg, "decode", name), []).append(
-                    _per_call_us(lambda dec=dec, raw=raw: dec(raw, spec)))
+                    _per_call_us(functools.partial(dec, raw, spec)))
     medians = {"|".join(k): statistics.median(v) for k, v in samples.items()}
     return {"rounds": rounds, "us": medians}
 

@@ -10,7 +10,8 @@ runs in a Cython kernel, with a pure-Python twin chosen by ``codec._impl``
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from codec import _impl
 from codec.describe import describe

@@ -9,7 +9,8 @@ against both.
 from __future__ import annotations
 
 import binascii
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from codec.errors import DecodeError, EncodeError
 from codec.spec import (
@@ -242,10 +243,7 @@ def _decode_mti(s: bytes, idx: int, fs: FieldSpec, doc: dict[str, str]) -> int:
     raw = s[idx:idx + width]
     if len(raw) != width:
         raise DecodeError(f"Field data is {len(raw)} bytes, expecting {width}", "t", idx, doc)
-    if fs.data_kind == KIND_BINARY:
-        value = raw.hex()
-    else:
-        value = _decode_text(raw, fs, "t", idx, doc)
+    value = raw.hex() if fs.data_kind == KIND_BINARY else _decode_text(raw, fs, "t", idx, doc)
     if len(value) != 4 or not _DIGITS.issuperset(value):
         raise DecodeError("Message type must be 4 digits", "t", idx, doc)
     doc["t"] = value

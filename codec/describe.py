@@ -7,7 +7,8 @@ sensitive ones (PAN, track 2 equivalent, cardholder name) masked.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from codec import emv
 from codec.errors import mask_pan

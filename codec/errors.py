@@ -8,7 +8,8 @@ or ICC data cannot leak through ``str(error)``, ``repr(error)`` or a log line.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 #: Fields whose values are card data or secrets and are never shown in clear.
 SENSITIVE_FIELDS = frozenset({"2", "35", "36", "45", "52", "55"})

@@ -14,8 +14,9 @@ import codecs
 import json
 import os
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping, Union
+from typing import Any, Union
 
 from codec.errors import SpecError
 
@@ -59,8 +60,16 @@ class CompiledSpec:
     their own view of the spec in ``kernel_state``.
     """
 
-    __slots__ = ("source", "name", "header", "mti", "primary", "secondary", "fields",
-                 "kernel_state")
+    __slots__ = (
+        "fields",
+        "header",
+        "kernel_state",
+        "mti",
+        "name",
+        "primary",
+        "secondary",
+        "source",
+    )
 
     def __init__(self, source: Mapping[str, Mapping[str, Any]], name: str = "") -> None:
         if not isinstance(source, Mapping):

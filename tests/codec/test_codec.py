@@ -174,7 +174,7 @@ ENCODE_ERRORS: list[tuple[dict[str, Any], str, str]] = [
     ({"t": "0100", "193": "x"}, "p", "outside of 2-192"),
     ({"t": "0100", "0": "x"}, "p", "outside of 2-192"),
     ({"t": "0100", "02": "x"}, "p", "outside of 2-192"),
-    ({"t": "0100", 2: "x"}, "p", "non-string key"),
+    ({"t": "0100", 2: "x"}, "p", "non-string key"),  # type: ignore[dict-item]
     ({"t": "0100", "130": "x"}, "130", "not defined in the specification"),
 ]
 

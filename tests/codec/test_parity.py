@@ -9,7 +9,6 @@ from typing import Any
 
 import iso8583
 import iso8583.specs
-import pytest
 from hypothesis import HealthCheck, given, settings
 from strategies import documents
 
