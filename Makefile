@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 BUILT  := $(VENV)/.paygate-installed
 SOURCES := setup.py pyproject.toml $(shell find codec gateway hsm_sim reconciler netsim proto \
-             -name '*.py' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.proto' -o -name '*.json' \
+             -name '*.py' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.proto' -o -name '*.json' \
              2>/dev/null | grep -v '_pb2')
 
 .PHONY: run test build lint bench clean

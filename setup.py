@@ -71,7 +71,7 @@ setup(
         "paygate.v1",
     ],
     package_dir={"paygate": "proto/paygate"},
-    package_data={"codec": ["*.pyx", "*.pxd", "py.typed"], "codec.specs": ["*.json"]},
+    package_data={"codec": ["*.pyx", "*.pxd", "*.pxi", "py.typed"], "codec.specs": ["*.json"]},
     ext_modules=extensions(),
     cmdclass={"build_py": BuildWithProtos},
     zip_safe=False,

@@ -70,13 +70,8 @@ class SpecError(CodecError):
         return (self.__class__, (self.msg, self.field))
 
 
-class EncodeError(CodecError):
-    """A document cannot be encoded.
-
-    ``field`` is the field that failed, ``pos`` the byte offset in the output
-    where it would have started, ``partial`` the fields encoded before it
-    (redacted).
-    """
+class _PositionedError(CodecError):
+    """An error at a field and byte offset, with the (redacted) partial result."""
 
     def __init__(
         self, msg: str, field: str, pos: int = 0, partial: Mapping[str, Any] | None = None
@@ -91,21 +86,18 @@ class EncodeError(CodecError):
         return (self.__class__, (self.msg, self.field, self.pos, self.partial))
 
 
-class DecodeError(CodecError):
+class EncodeError(_PositionedError):
+    """A document cannot be encoded.
+
+    ``field`` is the field that failed, ``pos`` the byte offset in the output
+    where it would have started, ``partial`` the fields encoded before it
+    (redacted).
+    """
+
+
+class DecodeError(_PositionedError):
     """Bytes cannot be decoded.
 
     ``field`` is the field being read, ``pos`` the byte offset where the
     problem was found, ``partial`` what was decoded before it (redacted).
     """
-
-    def __init__(
-        self, msg: str, field: str, pos: int, partial: Mapping[str, Any] | None = None
-    ) -> None:
-        super().__init__(f"{msg}: field {field} pos {pos}")
-        self.msg = msg
-        self.field = field
-        self.pos = pos
-        self.partial = redact_partial(partial or {})
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (self.__class__, (self.msg, self.field, self.pos, self.partial))
