@@ -135,3 +135,29 @@ def test_atheris_finds_no_other_exception(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done 30000 runs" in proc.stderr
+
+
+_KEYS = st.one_of(st.sampled_from(["t", "h", "p", "1", "65", "x", "", "0", "02", "193", "²"]),
+                  st.integers(2, 192).map(str), st.integers(0, 3))
+_VALUES = st.one_of(st.text(max_size=30), st.text("0123456789ABCDEFabcdef", max_size=40),
+                    st.text("0123456789", max_size=20), st.binary(max_size=4), st.none())
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(doc=st.dictionaries(_KEYS, _VALUES, max_size=12), which=st.sampled_from([0, 1]))
+def test_arbitrary_documents_encode_alike(doc: dict[object, object], which: int) -> None:
+    """Any document, valid or not, encodes to the same bytes or the same EncodeError
+    (message, field, offset, partial) in the kernel and in the twin."""
+    from conftest import KERNEL, KERNEL_EXPECTED
+
+    from codec import _twin
+    from codec.errors import EncodeError
+
+    outcomes = []
+    for module in (_twin, KERNEL) if KERNEL_EXPECTED else (_twin,):
+        assert module is not None
+        try:
+            outcomes.append(module.encode(doc, SPECS[which]))
+        except EncodeError as exc:
+            outcomes.append((exc.msg, exc.field, exc.pos, exc.partial))
+    assert all(o == outcomes[0] for o in outcomes)

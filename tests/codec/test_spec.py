@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import iso8583.specs
@@ -39,11 +40,13 @@ def _broken(field: str, **changes: Any) -> dict[str, Any]:
     ({**specs.network, "x": specs.network["4"]}, "x", "unknown spec entry"),
     ({**specs.network, "4": "n12"}, "4", "must be a mapping"),
 ])
-def test_bad_specs_are_rejected_with_the_field_named(spec: dict[str, Any], field: str,
-                                                     text: str) -> None:
+def test_bad_specs_are_rejected_with_the_field_named(impl: ModuleType, spec: dict[str, Any],
+                                                     field: str, text: str) -> None:
     """A malformed spec raises SpecError naming the offending entry, on first use."""
     with pytest.raises(SpecError) as err:
-        codec.encode({"t": "0800"}, spec)
+        impl.encode({"t": "0800"}, spec)
+    with pytest.raises(SpecError):
+        impl.decode(b"0800" + bytes(8), spec)
     assert err.value.field == field
     assert text in str(err.value)
     assert pickle.loads(pickle.dumps(err.value)).field == field
@@ -82,7 +85,7 @@ def test_network_dialect_shape() -> None:
     assert ascii_["p"]["data_enc"] == "ascii" and ascii_["55"]["data_enc"] == "ascii"
 
 
-def test_load_spec_from_a_json_file(tmp_path: Path) -> None:
+def test_load_spec_from_a_json_file(impl: ModuleType, tmp_path: Path) -> None:
     """A spec written as JSON by hand loads, compiles and encodes."""
     doc = {"h": {"data_enc": "ascii", "len_enc": "ascii", "len_type": 0, "max_len": 0},
            "t": {"data_enc": "ascii", "len_enc": "ascii", "len_type": 0, "max_len": 4},
@@ -91,8 +94,9 @@ def test_load_spec_from_a_json_file(tmp_path: Path) -> None:
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(doc))
     spec = codec.load_spec(path)
-    assert codec.encode({"t": "0810", "39": "00"}, spec) == b"0810" + bytes.fromhex(
-        "0000000002000000") + b"00"
+    raw = impl.encode({"t": "0810", "39": "00"}, spec)
+    assert raw == b"0810" + bytes.fromhex("0000000002000000") + b"00"
+    assert impl.decode(raw, spec) == {"t": "0810", "p": "0000000002000000", "39": "00"}
 
 
 def test_load_spec_rejects_bad_json(tmp_path: Path) -> None:
