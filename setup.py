@@ -71,7 +71,11 @@ setup(
         "paygate.v1",
     ],
     package_dir={"paygate": "proto/paygate"},
-    package_data={"codec": ["*.pyx", "*.pxd", "*.pxi", "py.typed"], "codec.specs": ["*.json"]},
+    package_data={
+        "codec": ["*.pyx", "*.pxd", "*.pxi", "py.typed"],
+        "codec.specs": ["*.json"],
+        "paygate": ["py.typed"],
+    },
     ext_modules=extensions(),
     cmdclass={"build_py": BuildWithProtos},
     zip_safe=False,

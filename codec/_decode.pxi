@@ -101,7 +101,7 @@ cdef Py_ssize_t _read_field(KSpec ks, FieldC* f, const unsigned char* s, Py_ssiz
             if f.left_pad and vp[0] == f.left_pad:
                 value = value[1:]
             elif f.right_pad and vp[vn - 1] == f.right_pad:
-                value = value[:-1]
+                value = value[:vn - 1]
             else:
                 raise DecodeError(f"Field data is {vn} nibbles, expecting {length}",
                                   key, idx, doc)
