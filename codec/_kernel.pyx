@@ -13,7 +13,7 @@ from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy
 
 from codec.errors import DecodeError, EncodeError
-from codec.spec import CompiledSpec, compile_spec
+from codec.spec import compile_spec
 
 from codec._twin import _partial
 
