@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from gateway.pki import Authority, Credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,6 +51,31 @@ def impl(request: pytest.FixtureRequest) -> ModuleType:
         pytest.fail("the Cython kernel (codec._kernel) was expected but is not importable")
     assert isinstance(module, ModuleType)
     return module
+
+
+@dataclass(frozen=True)
+class Pki:
+    """Credentials for mutual TLS on loopback: one CA, and a foreign CA for negative tests."""
+
+    netsim: Credentials        # server certificate for 127.0.0.1 / localhost
+    gateway: Credentials       # client certificate "gateway", same CA
+    foreign: Credentials       # client certificate issued by another CA
+    folder: Path
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    """A dev CA with netsim's server and the gateway's client credentials, plus a client
+    certificate from an unrelated CA."""
+    folder = tmp_path_factory.mktemp("pki")
+    authority = Authority("paygate test CA")
+    other = Authority("some other CA")
+    return Pki(
+        netsim=authority.write(folder, "netsim", server=True),
+        gateway=authority.write(folder, "gateway"),
+        foreign=other.write(folder / "foreign", "intruder"),
+        folder=folder,
+    )
 
 
 @pytest.fixture
