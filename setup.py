@@ -64,6 +64,7 @@ setup(
         "codec",
         "codec.specs",
         "gateway",
+        "gateway.network",
         "hsm_sim",
         "reconciler",
         "netsim",

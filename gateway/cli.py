@@ -45,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="encode, decode and pretty-print a sample 0100/0110")
     demo.set_defaults(func=_demo)
+    from netsim.cli import register as register_netsim
+    register_netsim(sub)
     return parser
 
 

@@ -130,11 +130,9 @@ def peer_common_name(sslobj: ssl.SSLObject | ssl.SSLSocket | None) -> str:
     """The CN of the verified peer certificate, or "" when there is none."""
     if sslobj is None:
         return ""
-    cert = sslobj.getpeercert()
-    if not cert:
+    der = sslobj.getpeercert(binary_form=True)
+    if not der:
         return ""
-    for rdn in cert.get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                return str(value)
-    return ""
+    names = x509.load_der_x509_certificate(der).subject.get_attributes_for_oid(
+        NameOID.COMMON_NAME)
+    return str(names[0].value) if names else ""

@@ -1,5 +1,89 @@
-"""netsim: a card-network (issuer host) simulator over mutual TLS, with rules,
-faults, its own ledger (the truth), settlement files and replay mode.
+"""netsim: a card-network (issuer host) simulator over mutual TLS.
 
-Empty until the network issue lands.
+It speaks ``codec.dialect`` (2-byte length header, ISO 8583:1987) to the
+gateway, decides as the test-card table says, injects faults, keeps its own
+ledger (the truth reliability tests compare the gateway against) and writes
+daily settlement files.
+
+Modules, one job each:
+
+* :mod:`netsim.server`: :class:`NetSim`, the asyncio TLS server (connections,
+  sign-on, message flow, one task per request);
+* :mod:`netsim.rules`: pure issuer decisions (test cards, Luhn, expiry,
+  captures, refunds, voids, reversal advices);
+* :mod:`netsim.ledger`: :class:`Ledger`, the SQLite ledger and its records;
+* :mod:`netsim.faults`: :class:`Faults`, latency, drops, resets, refusals;
+* :mod:`netsim.settlement`: settlement files (format in ``SETTLEMENT.md``);
+* :mod:`netsim.cli`: ``paygate netsim serve | ledger | settle``.
+
+Where the dialect (``codec/dialect.py``) is silent, netsim decides as follows:
+
+* **Finding the original.** A 0220, 0200, 0400, 0420 or 0421 names its 0100 by
+  terminal (41) and field 90 (original MTI, which must be 0100, STAN and field
+  7; the acquirer id in field 90 is not compared). The authorization found must
+  also carry the message's RRN (37) and, for a 0220, its approval code (38);
+  otherwise it is "not located".
+* **Capture (0220).** Not located: 25. Declined or reversed authorization, or
+  another currency: 12. Amount zero, or total captured above the authorized
+  amount: 13. Several partial captures are allowed up to the authorized amount.
+* **Refund (0200).** Processing code must start with 20 (else 12). Not located:
+  25. Nothing captured, declined, or another currency: 12. Amount zero, or total
+  refunded above total captured: 13.
+* **Void (0400).** Not located: 25. Already reversed: 00 and nothing changes
+  (idempotent). Declined, (partly) captured, or another currency: 12. Field 4
+  must equal the authorized amount (else 13).
+* **Reversal advice (0420, 0421).** Always acknowledged with 0430 39=00 (unless
+  malformed: 30). It releases whatever of the hold is not captured, once:
+  partly captured holds keep their captures and release the remainder; a fully
+  captured, declined or already reversed authorization, or one not located
+  (the 0100 never arrived), changes nothing and is recorded as such. Every
+  advice and repeat is recorded with its own STAN.
+* **Duplicates.** A 0100, 0220, 0200 or 0400 whose MTI, terminal, STAN and field
+  7 were already processed is answered 94 and records nothing. Advices are never
+  duplicates (they are acknowledged every time).
+* **Authorization.** Processing code must start with 00 (else 12); then Luhn
+  (14), expiry (field 14, YYMM, valid through the end of that month; 54), then
+  the test cards. An unparseable field 14 or field 90 is a format error (30).
+* **Before sign-on.** 0800 echo (301) is answered before sign-on; any other
+  field 70 code gets 30. A frame that does not decode is answered 30 (when 11
+  and 41 are readable) whether or not the connection signed on.
+* **Faults** apply to every response, network management included.
 """
+
+from netsim.faults import Faults
+from netsim.ledger import Authorization, Entry, Ledger, LedgerClosedError, Outcome
+from netsim.rules import TEST_CARDS, Delivery, EntryKind, Request, Status
+from netsim.server import NetSim
+from netsim.settlement import (
+    Detail,
+    Header,
+    Settlement,
+    SettlementError,
+    Totals,
+    Trailer,
+    parse_settlement,
+    write_settlement,
+)
+
+__all__ = [
+    "TEST_CARDS",
+    "Authorization",
+    "Delivery",
+    "Detail",
+    "Entry",
+    "EntryKind",
+    "Faults",
+    "Header",
+    "Ledger",
+    "LedgerClosedError",
+    "NetSim",
+    "Outcome",
+    "Request",
+    "Settlement",
+    "SettlementError",
+    "Status",
+    "Totals",
+    "Trailer",
+    "parse_settlement",
+    "write_settlement",
+]
