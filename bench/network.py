@@ -25,9 +25,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from codec import dialect, encode, framing
-from gateway.network import NetworkClient, SqliteStanStore, TraceAllocator
-from gateway.pki import Authority, Credentials, client_context, server_context
+# Keep this folder off the import path: bench/codec.py would shadow the codec package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+from codec import dialect, encode, framing  # noqa: E402
+from gateway.network import NetworkClient, SqliteStanStore, TraceAllocator  # noqa: E402
+from gateway.pki import Authority, Credentials, client_context, server_context  # noqa: E402
 
 GOAL = 0.5
 TERMINAL = "BENCH001"

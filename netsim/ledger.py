@@ -1,7 +1,9 @@
 """netsim's ledger: the truth of what the network answered and what it holds.
 
-Owns the SQLite file (stdlib ``sqlite3``, WAL, ``synchronous=FULL``) with two
-tables, and the typed records read from it:
+Owns the SQLite file (stdlib ``sqlite3``, WAL, ``synchronous=NORMAL``: a
+committed change survives the netsim process being killed, which is what a
+simulator's truth needs; only an operating-system crash could lose the last
+commits) with two tables, and the typed records read from it:
 
 * ``authorizations``: one row per 0100 netsim answered (approved or declined),
   with its current state: :class:`Authorization` (status, captured, refunded
@@ -353,7 +355,7 @@ def _write_loop(path: Path, jobs: _Jobs) -> None:
     """Take queued changes in batches; apply each batch in one transaction."""
     conn = _connect(path)
     try:
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA synchronous=NORMAL")
         conn.execute("PRAGMA foreign_keys=ON")
         stopping = False
         while not stopping:
