@@ -39,6 +39,7 @@ decodes but misses a mandatory field, or carries a bad value, is answered with
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -113,10 +114,18 @@ def match_key(doc: Mapping[str, str]) -> tuple[str, str]:
     return doc.get("41", ""), doc.get("11", "")
 
 
+_now_cache: tuple[int, str] = (-1, "")
+
+
 def transmission_time(moment: datetime | None = None) -> str:
-    """Field 7: ``MMDDhhmmss`` in UTC."""
-    moment = (moment or datetime.now(UTC)).astimezone(UTC)
-    return moment.strftime("%m%d%H%M%S")
+    """Field 7: ``MMDDhhmmss`` in UTC (of ``moment``, or now)."""
+    global _now_cache  # noqa: PLW0603 - a one-entry cache: strftime is slow per message
+    if moment is not None:
+        return moment.astimezone(UTC).strftime("%m%d%H%M%S")
+    second = int(time.time())
+    if _now_cache[0] != second:
+        _now_cache = (second, datetime.fromtimestamp(second, UTC).strftime("%m%d%H%M%S"))
+    return _now_cache[1]
 
 
 def original_data(mti: str, stan: str, transmitted: str, acquirer: str) -> str:
