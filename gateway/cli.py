@@ -1,8 +1,10 @@
 """The ``paygate`` command line: one entry point, one subcommand per job.
 
 ``paygate demo`` encodes, decodes and pretty-prints a realistic authorization
-(0100) and its reply (0110) in the network dialect, with the PAN masked. Later
-issues add ``up``, ``netsim``, ``reconcile`` and ``certify``.
+(0100) and its reply (0110) in the network dialect, with the PAN masked;
+``paygate pki init`` writes development certificates for mutual TLS;
+``paygate netsim ...`` runs the network simulator (``netsim.cli``). Later
+issues add ``up``, ``reconcile`` and ``certify``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gateway import __version__
 
@@ -45,9 +48,26 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     demo = sub.add_parser("demo", help="encode, decode and pretty-print a sample 0100/0110")
     demo.set_defaults(func=_demo)
+    pki = sub.add_parser("pki", help="development certificates for mutual TLS")
+    pki_sub = pki.add_subparsers(dest="pki_command", metavar="PKI_COMMAND", required=True)
+    init = pki_sub.add_parser("init", help="create a dev CA with netsim (server) and gateway "
+                                           "(client) certificates")
+    init.add_argument("--dir", type=Path, default=Path("var/pki"),
+                      help="where to write the PEM files (default: var/pki)")
+    init.set_defaults(func=_pki_init)
     from netsim.cli import register as register_netsim
     register_netsim(sub)
     return parser
+
+
+def _pki_init(args: argparse.Namespace) -> int:
+    from gateway.pki import Authority
+
+    authority = Authority("paygate dev CA")
+    for name, server in (("netsim", True), ("gateway", False)):
+        creds = authority.write(args.dir, name, server=server)
+        print(f"{name}: cert={creds.cert} key={creds.key} ca={creds.ca}")
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -3,7 +3,8 @@
 Owns the SQLite file (stdlib ``sqlite3``, WAL, ``synchronous=NORMAL``: a
 committed change survives the netsim process being killed, which is what a
 simulator's truth needs; only an operating-system crash could lose the last
-commits) with two tables, and the typed records read from it:
+commits) with two tables (schema and changes: :mod:`netsim.store`), and the typed
+records read from it:
 
 * ``authorizations``: one row per 0100 netsim answered (approved or declined),
   with its current state: :class:`Authorization` (status, captured, refunded
@@ -17,28 +18,27 @@ commits) with two tables, and the typed records read from it:
 The card is stored only as BIN (first 6) and last 4; the full PAN, track data
 and CVC never reach the file.
 
-One writer: a single thread owns the write connection and applies every state
-change (check + update + journal row) all-or-nothing, with group commit:
-changes queued while a commit is being synced go out together in the next
-transaction (one sync for all); if one of them fails, that transaction is
-rolled back and each change is applied in a transaction of its own, so a
-failing change fails alone. A change's future resolves only after its commit,
-so netsim answers nothing it has not made durable. Readers
-(:meth:`Ledger.authorizations`, :meth:`Ledger.entries`, ...) open their own
-connection per call, so they are safe from any thread or process while netsim
-runs.
+One writer connection applies every state change (check + update + journal row)
+all-or-nothing. In an event loop, changes are group-committed without leaving the
+loop: those recorded during one loop iteration are applied in one transaction by a
+callback at the start of the next (one commit for all); if one of them fails, that
+transaction is rolled back and each change is applied in a transaction of its own,
+so a failing change fails alone. A change is reported (callback, future) only
+after its commit, so netsim answers nothing it has not made durable. Outside an
+event loop a change is applied at once. Readers (:meth:`Ledger.authorizations`,
+:meth:`Ledger.entries`, ...) open their own connection per call, so they are safe
+from any thread or process while netsim runs.
 
 Amounts are integer minor units; days are UTC dates; timestamps UTC.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
-import queue
 import sqlite3
 import threading
-import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -47,50 +47,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import structlog
+
 from netsim import rules
 from netsim.rules import EntryKind, Request, Status
+from netsim.store import SCHEMA, SCHEMA_VERSION, Change, Outcome, Transaction, connect
 
-__all__ = ["Authorization", "Entry", "Ledger", "LedgerClosedError", "Outcome"]
+__all__ = ["Authorization", "Entry", "Ledger", "LedgerClosedError", "OnCommit", "Outcome"]
 
-SCHEMA_VERSION = 1
-_MAX_BATCH = 512
+log: structlog.typing.FilteringBoundLogger = structlog.get_logger("netsim.ledger")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS authorizations (
-    id INTEGER PRIMARY KEY,
-    day TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
-    mti TEXT NOT NULL, processing_code TEXT NOT NULL, stan TEXT NOT NULL,
-    transmitted TEXT NOT NULL, rrn TEXT NOT NULL, terminal TEXT NOT NULL,
-    merchant TEXT NOT NULL, acquirer TEXT NOT NULL,
-    amount INTEGER NOT NULL CHECK (amount >= 0), currency TEXT NOT NULL,
-    card_bin TEXT NOT NULL CHECK (length(card_bin) <= 6),
-    card_last4 TEXT NOT NULL CHECK (length(card_last4) <= 4),
-    approval_code TEXT NOT NULL, response_code TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('approved', 'declined', 'reversed')),
-    captured INTEGER NOT NULL DEFAULT 0, refunded INTEGER NOT NULL DEFAULT 0,
-    reversed INTEGER NOT NULL DEFAULT 0,
-    CHECK (captured + reversed <= amount AND refunded <= captured),
-    UNIQUE (terminal, stan, transmitted)
-);
-CREATE TABLE IF NOT EXISTS entries (
-    id INTEGER PRIMARY KEY,
-    kind TEXT NOT NULL, day TEXT NOT NULL, created_at TEXT NOT NULL,
-    mti TEXT NOT NULL, processing_code TEXT NOT NULL, stan TEXT NOT NULL,
-    transmitted TEXT NOT NULL, rrn TEXT NOT NULL, terminal TEXT NOT NULL,
-    merchant TEXT NOT NULL, acquirer TEXT NOT NULL,
-    amount INTEGER NOT NULL, currency TEXT NOT NULL,
-    card_bin TEXT NOT NULL CHECK (length(card_bin) <= 6),
-    card_last4 TEXT NOT NULL CHECK (length(card_last4) <= 4),
-    approval_code TEXT NOT NULL, response_code TEXT NOT NULL, outcome TEXT NOT NULL,
-    effect INTEGER NOT NULL, changed INTEGER NOT NULL,
-    authorization_id INTEGER REFERENCES authorizations (id),
-    original_stan TEXT NOT NULL, original_transmitted TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS entries_by_message ON entries (terminal, stan, transmitted);
-CREATE INDEX IF NOT EXISTS entries_by_original ON entries (terminal, original_stan);
-CREATE INDEX IF NOT EXISTS entries_by_day ON entries (day);
-CREATE INDEX IF NOT EXISTS authorizations_by_stan ON authorizations (terminal, stan);
-"""
+#: Called with a change's outcome once it is committed, or with the exception that
+#: kept it from being applied.
+OnCommit = Callable[[Outcome | Exception], None]
 
 
 def _masked(card_bin: str, card_last4: str) -> str:
@@ -168,43 +137,21 @@ class Entry:
         return _masked(self.card_bin, self.card_last4)
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What the ledger did with a request: the response code to send, what the message
-    did (an :class:`Entry` outcome, or ``duplicate``), the amount it moved, and the ids
-    of the records written and touched (None for a duplicate, which records nothing)."""
-
-    code: str
-    outcome: str
-    effect: int = 0
-    changed: bool = False
-    entry_id: int | None = None
-    authorization_id: int | None = None
-
-    @property
-    def duplicate(self) -> bool:
-        return self.entry_id is None
-
-
 class LedgerClosedError(RuntimeError):
     """A change was submitted to a closed ledger."""
 
 
 class _Job(NamedTuple):
-    fn: Callable[[sqlite3.Connection], Any]
-    future: Future[Any]
-
-
-_Jobs = queue.SimpleQueue[_Job | None]
+    change: Change | None  # None: nothing to change (a flush)
+    done: Callable[[Any], None]
 
 
 class Ledger:
     """netsim's ledger in the SQLite file at ``path`` (created unless ``create=False``).
 
     ``clock`` returns the current time (timezone-aware; default: now, UTC); it
-    sets each record's day and timestamps. Writes go through one background
-    thread, started on first use and stopped by :meth:`close` (or when the
-    ledger is garbage-collected).
+    sets each record's day and timestamps (one reading per transaction). The write
+    connection is opened on first use and closed by :meth:`close`.
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
@@ -213,61 +160,85 @@ class Ledger:
         self._clock = clock or (lambda: datetime.now(UTC))
         if not create and not self.path.exists():
             raise FileNotFoundError(f"no ledger at {self.path}")
-        with contextlib.closing(_connect(self.path)) as conn:
+        with contextlib.closing(connect(self.path)) as conn:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
             if version == 0 and create:
                 conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(_SCHEMA)
+                conn.executescript(SCHEMA)
                 conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
             elif version != SCHEMA_VERSION:
                 raise sqlite3.DatabaseError(
                     f"{self.path} is not a netsim ledger (schema version {version})")
-        self._jobs: _Jobs = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()  # guards the write connection and the queue
+        self._conn: sqlite3.Connection | None = None
+        self._queue: list[_Job] = []  # waiting for the commit scheduled on _queue_loop
+        self._queue_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        self._finalizer = weakref.finalize(self, self._jobs.put, None)
 
     # ------------------------------------------------------------ writes
 
-    def submit(self, request: Request, *, code: str | None = None,
-               approval_code: str = "") -> Future[Outcome]:
-        """Queue the state change ``request`` asks for; the future resolves after commit.
+    def record(self, request: Request, done: OnCommit, *, code: str | None = None,
+               approval_code: str = "") -> None:
+        """Apply the state change ``request`` asks for; call ``done`` with its
+        :class:`Outcome` once committed (or with the exception that failed it).
 
         A 0100 needs the issuer's response ``code`` (and ``approval_code`` when
         approved): it is recorded as answered, unless the same terminal, STAN and
         field 7 were seen before (then nothing is recorded and the code is 94).
-        Other MTIs are decided here, against the authorization they name, by
-        :func:`netsim.rules.decide`.
+        Other MTIs are decided in the transaction, against the authorization they
+        name, by :func:`netsim.rules.decide`.
+
+        In a running event loop the change joins the loop's group commit, and
+        ``done`` is called in the loop; otherwise it is applied at once and ``done``
+        is called before this returns.
         """
-        now = self._now()
         if request.mti == "0100":
             if code is None:
                 raise ValueError("an authorization needs the issuer's response code")
-            fn = partial(_authorize, now=now, req=request, code=code,
-                         approval_code=approval_code if code == rules.APPROVED else "")
+            change = Change(request, code, approval_code if code == rules.APPROVED else "")
         else:
             rules.kind_of(request.mti)  # KeyError for a non-financial MTI
-            fn = partial(_refer, now=now, req=request)
-        return self._submit(fn)
+            change = Change(request)
+        self._enqueue(_Job(change, done))
+
+    def submit(self, request: Request, *, code: str | None = None,
+               approval_code: str = "") -> Future[Outcome]:
+        """:meth:`record`, with a future that resolves after the commit."""
+        future: Future[Outcome] = Future()
+        self.record(request, partial(_resolve, future), code=code, approval_code=approval_code)
+        return future
 
     def apply(self, request: Request, *, code: str | None = None,
               approval_code: str = "") -> Outcome:
-        """:meth:`submit` and wait for the outcome."""
-        return self.submit(request, code=code, approval_code=approval_code).result()
+        """Apply the change at once (after the changes queued before it in this
+        thread's event loop, if any) and return its outcome."""
+        future = self.submit(request, code=code, approval_code=approval_code)
+        if not future.done():  # queued in this thread's event loop: commit it now
+            self._commit_queue()
+        return future.result()
 
     def flush(self) -> Future[None]:
-        """A future that resolves once every change submitted before it is committed."""
-        return self._submit(lambda _conn: None)
+        """A future that resolves once every change recorded before it (in this
+        thread) is committed."""
+        future: Future[None] = Future()
+        self._enqueue(_Job(None, partial(_resolve, future)))
+        return future
 
     def close(self) -> None:
-        """Finish the queued changes and stop the writer thread (idempotent)."""
+        """Commit the queued changes and close the write connection (idempotent)."""
         with self._lock:
             self._closed = True
-            thread = self._thread
-        self._finalizer()
-        if thread is not None:
-            thread.join()
+            loop = self._queue_loop
+        if loop is not None and loop.is_running() and not _running_in(loop):
+            committed = threading.Event()
+            loop.call_soon_threadsafe(_then, self._commit_queue, committed.set)
+            committed.wait()
+        else:
+            self._commit_queue()
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
 
     def __enter__(self) -> Ledger:
         return self
@@ -275,17 +246,68 @@ class Ledger:
     def __exit__(self, *_exc: object) -> None:
         self.close()
 
-    def _submit(self, fn: Callable[[sqlite3.Connection], Any]) -> Future[Any]:
-        future: Future[Any] = Future()
+    def _enqueue(self, job: _Job) -> None:
+        try:
+            loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
         with self._lock:
             if self._closed:
                 raise LedgerClosedError("the ledger is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(target=_write_loop, args=(self.path, self._jobs),
-                                                name="netsim-ledger", daemon=True)
-                self._thread.start()
-            self._jobs.put(_Job(fn, future))
-        return future
+            if loop is not None and self._queue_loop in (None, loop):
+                if not self._queue:
+                    self._queue_loop = loop
+                    loop.call_soon(self._commit_queue)
+                self._queue.append(job)
+                return
+            # No event loop in this thread (or another loop's batch is pending).
+            results = self._run([job])
+        job.done(results[0])
+
+    def _commit_queue(self) -> None:
+        """Commit the queued changes in one transaction, then report each."""
+        with self._lock:
+            jobs, self._queue, self._queue_loop = self._queue, [], None
+            results = self._run(jobs) if jobs else []
+        for job, result in zip(jobs, results, strict=True):
+            try:
+                job.done(result)
+            except Exception as exc:  # a failing callback must not starve the others
+                log.error("ledger.callback_failed", error=type(exc).__name__)
+
+    def _run(self, jobs: list[_Job]) -> list[Outcome | Exception | None]:
+        """Apply ``jobs`` in one transaction (the lock held). If one fails, roll back
+        and apply each in a transaction of its own, so that it fails alone."""
+        changes = [job.change for job in jobs]
+        if all(change is None for change in changes):
+            return [None] * len(changes)
+        try:
+            return list(self._transaction(changes))
+        except Exception as exc:
+            if len(changes) == 1:
+                return [exc]
+        results: list[Outcome | Exception | None] = []
+        for change in changes:
+            try:
+                results.extend(self._transaction([change]))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _transaction(self, changes: list[Change | None]) -> list[Outcome | None]:
+        if self._conn is None:
+            self._conn = connect(self.path, write=True)
+        conn = self._conn
+        now = self._now()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = Transaction(conn, now).apply(changes)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        return outcomes
 
     def _now(self) -> datetime:
         now = self._clock()
@@ -334,7 +356,7 @@ class Ledger:
 
     @contextlib.contextmanager
     def _reader(self) -> Iterator[sqlite3.Connection]:
-        conn = _connect(self.path)
+        conn = connect(self.path)
         try:
             conn.execute("PRAGMA query_only=ON")
             yield conn
@@ -342,189 +364,25 @@ class Ledger:
             conn.close()
 
 
-# ---------------------------------------------------------------- the writer thread
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
-    conn.row_factory = sqlite3.Row
-    return conn
-
-
-def _write_loop(path: Path, jobs: _Jobs) -> None:
-    """Take queued changes in batches; apply each batch in one transaction."""
-    conn = _connect(path)
-    try:
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        stopping = False
-        while not stopping:
-            first = jobs.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < _MAX_BATCH:
-                try:
-                    job = jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
-                    stopping = True
-                    break
-                batch.append(job)
-            _run_batch(conn, batch)
-    finally:
-        conn.close()
-
-
-def _run_batch(conn: sqlite3.Connection, batch: list[_Job]) -> None:
-    """Apply a batch in one transaction (one sync). If any change in it fails, roll the
-    whole batch back and apply each change in a transaction of its own instead, so that
-    a failing change fails alone and every change stays all-or-nothing."""
-    live = [job for job in batch if job.future.set_running_or_notify_cancel()]
-    if not live:
-        return
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        values = [job.fn(conn) for job in live]
-        conn.execute("COMMIT")
-    except Exception as exc:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        if len(live) == 1:
-            live[0].future.set_exception(exc)
-            return
-        for job in live:
-            _run_alone(conn, job)
-        return
-    for job, value in zip(live, values, strict=True):
-        job.future.set_result(value)
-
-
-def _run_alone(conn: sqlite3.Connection, job: _Job) -> None:
-    try:
-        conn.execute("BEGIN IMMEDIATE")
-        value = job.fn(conn)
-        conn.execute("COMMIT")
-    except Exception as exc:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
-        job.future.set_exception(exc)
+def _resolve(future: Future[Any], result: object) -> None:
+    if isinstance(result, Exception):
+        future.set_exception(result)
     else:
-        job.future.set_result(value)
+        future.set_result(result)
 
 
-# ---------------------------------------------------------------- changes (writer thread only)
+def _running_in(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
 
 
-_DUPLICATE = Outcome(rules.DUPLICATE, "duplicate")
-
-
-def _seen(conn: sqlite3.Connection, req: Request) -> bool:
-    """Whether this very message (MTI, terminal, STAN, field 7) was processed before."""
-    row = conn.execute("SELECT 1 FROM entries WHERE terminal = ? AND stan = ? AND "
-                       "transmitted = ? AND mti = ? LIMIT 1",
-                       (req.terminal, req.stan, req.transmitted, req.mti)).fetchone()
-    return row is not None
-
-
-def _authorize(conn: sqlite3.Connection, *, now: datetime, req: Request, code: str,
-               approval_code: str) -> Outcome:
-    """Record an answered 0100; a duplicate (same terminal, STAN and field 7: the
-    table's UNIQUE key) records nothing."""
-    approved = code == rules.APPROVED
-    stamp = now.isoformat(timespec="microseconds")
-    cur = _insert(conn, "authorizations", {
-        "day": now.date().isoformat(), "created_at": stamp, "updated_at": stamp,
-        "mti": req.mti, "processing_code": req.processing_code, "stan": req.stan,
-        "transmitted": req.transmitted, "rrn": req.rrn, "terminal": req.terminal,
-        "merchant": req.merchant, "acquirer": req.acquirer, "amount": req.amount,
-        "currency": req.currency, "card_bin": req.card_bin, "card_last4": req.card_last4,
-        "approval_code": approval_code, "response_code": code,
-        "status": str(Status.APPROVED if approved else Status.DECLINED),
-    }, " ON CONFLICT (terminal, stan, transmitted) DO NOTHING")
-    if cur.rowcount == 0:
-        return _DUPLICATE
-    auth_id = _rowid(cur)
-    decision = rules.Decision(code, rules.APPROVED_OUTCOME if approved else rules.DECLINED_OUTCOME,
-                              req.amount if approved else 0, approved)
-    entry_id = _journal(conn, now, req, decision, auth_id, req.card_bin, req.card_last4,
-                        approval_code)
-    return Outcome(code, decision.outcome, decision.effect, decision.changed, entry_id, auth_id)
-
-
-def _refer(conn: sqlite3.Connection, *, now: datetime, req: Request) -> Outcome:
-    """A capture, refund, void or reversal advice against the original it names."""
-    if req.mti not in rules.ADVICES and _seen(conn, req):
-        return _DUPLICATE
-    row = None
-    if req.original is not None and req.original.mti == "0100":
-        row = conn.execute("SELECT * FROM authorizations WHERE terminal = ? AND stan = ? AND "
-                           "transmitted = ?", (req.terminal, req.original.stan,
-                                               req.original.transmitted)).fetchone()
-    hold = rules.locate(None if row is None else _hold(row), req)
-    decision = rules.decide(hold, req)
-    auth_id = None
-    card_bin = card_last4 = approval_code = ""
-    if hold is not None and row is not None:
-        auth_id = int(row["id"])
-        card_bin, card_last4, approval_code = row["card_bin"], row["card_last4"], hold.approval_code
-        if decision.changed:
-            _update_hold(conn, now, auth_id, req.kind, decision.effect)
-    entry_id = _journal(conn, now, req, decision, auth_id, card_bin, card_last4, approval_code)
-    return Outcome(decision.code, decision.outcome, decision.effect, decision.changed, entry_id,
-                   auth_id)
-
-
-_UPDATES = {
-    EntryKind.CAPTURE: "captured = captured + ?",
-    EntryKind.REFUND: "refunded = refunded + ?",
-    EntryKind.REVERSAL: "reversed = reversed + ?, status = 'reversed'",
-}
-
-
-def _update_hold(conn: sqlite3.Connection, now: datetime, auth_id: int, kind: EntryKind,
-                 effect: int) -> None:
-    conn.execute(f"UPDATE authorizations SET {_UPDATES[kind]}, updated_at = ? WHERE id = ?",
-                 (effect, now.isoformat(timespec="microseconds"), auth_id))
-
-
-def _journal(conn: sqlite3.Connection, now: datetime, req: Request, decision: rules.Decision,
-             auth_id: int | None, card_bin: str, card_last4: str, approval_code: str) -> int:
-    original = req.original
-    return _rowid(_insert(conn, "entries", {
-        "kind": str(req.kind), "day": now.date().isoformat(),
-        "created_at": now.isoformat(timespec="microseconds"), "mti": req.mti,
-        "processing_code": req.processing_code, "stan": req.stan,
-        "transmitted": req.transmitted, "rrn": req.rrn, "terminal": req.terminal,
-        "merchant": req.merchant, "acquirer": req.acquirer, "amount": req.amount,
-        "currency": req.currency, "card_bin": card_bin, "card_last4": card_last4,
-        "approval_code": approval_code, "response_code": decision.code,
-        "outcome": decision.outcome, "effect": decision.effect,
-        "changed": int(decision.changed), "authorization_id": auth_id,
-        "original_stan": original.stan if original else "",
-        "original_transmitted": original.transmitted if original else "",
-    }))
-
-
-def _insert(conn: sqlite3.Connection, table: str, row: dict[str, object],
-            suffix: str = "") -> sqlite3.Cursor:
-    columns, marks = ", ".join(row), ", ".join("?" * len(row))
-    return conn.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks}){suffix}",
-                        tuple(row.values()))
-
-
-def _rowid(cur: sqlite3.Cursor) -> int:
-    if cur.lastrowid is None:  # sqlite always sets it after an INSERT that inserted
-        raise RuntimeError("no row id after insert")
-    return cur.lastrowid
-
-
-def _hold(row: sqlite3.Row) -> rules.Hold:
-    return rules.Hold(status=Status(row["status"]), amount=row["amount"],
-                      currency=row["currency"], rrn=row["rrn"],
-                      approval_code=row["approval_code"], captured=row["captured"],
-                      refunded=row["refunded"], reversed=row["reversed"])
+def _then(first: Callable[[], None], second: Callable[[], None]) -> None:
+    try:
+        first()
+    finally:
+        second()
 
 
 _CONVERT: dict[str, Callable[[Any], Any]] = {

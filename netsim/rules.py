@@ -17,6 +17,7 @@ inside its transaction and applies the :class:`Decision`.
 
 from __future__ import annotations
 
+import functools
 import random
 import string
 from collections.abc import Mapping
@@ -220,7 +221,10 @@ class Request:
         amount = doc.get("4", "0")
         if not amount.isdigit():
             raise ValueError("field 4 is not numeric")
-        return cls(
+        # Built without the dataclass __init__, whose frozen field-by-field assignments
+        # cost more than all the parsing above; every field is set, as __init__ would.
+        request = object.__new__(cls)
+        request.__dict__.update(
             mti=mti,
             processing_code=doc.get("3", ""),
             stan=doc.get("11", ""),
@@ -236,6 +240,7 @@ class Request:
             original=original,
             pan=doc.get("2", "") if mti == "0100" else "",
         )
+        return request
 
 
 # ---------------------------------------------------------------- authorization
@@ -253,19 +258,18 @@ class AuthDecision:
         return self.code == APPROVED
 
 
+_DOUBLED = str.maketrans("0123456789", "0246813579")  # each digit doubled, digits summed
+
+
 def luhn_valid(pan: str) -> bool:
     """Whether ``pan`` is 12 to 19 digits with a valid Luhn check digit."""
-    if not (12 <= len(pan) <= 19 and pan.isdigit()):
+    if not (12 <= len(pan) <= 19 and pan.isascii() and pan.isdigit()):
         return False
-    total = 0
-    for i, ch in enumerate(reversed(pan)):
-        d = ord(ch) - 48
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
+    digits = pan[-1::-2] + pan[-2::-2].translate(_DOUBLED)
+    return (sum(digits.encode()) - 48 * len(digits)) % 10 == 0
 
 
+@functools.lru_cache(maxsize=4096)  # a few expiry dates, the same day: parsing costs more
 def is_expired(yymm: str, today: date) -> bool:
     """Whether a card expiring ``yymm`` (field 14) is expired on ``today``.
 
@@ -276,31 +280,35 @@ def is_expired(yymm: str, today: date) -> bool:
     return (year, int(yymm[2:])) < (today.year, today.month)
 
 
+_REFUSALS = {code: AuthDecision(code) for code in (INVALID_TRANSACTION, INVALID_CARD,
+                                                   EXPIRED_CARD)}
+_DECISIONS = {pan: AuthDecision(rule.code, rule.delivery) for pan, rule in TEST_CARDS.items()}
+_DEFAULT_DECISION = AuthDecision(DEFAULT_RULE.code, DEFAULT_RULE.delivery)
+
+
 def authorize(request: Request, today: date) -> AuthDecision:
     """Decide a 0100: processing code 00xxxx (else 12), Luhn (else 14), expiry (else
     54), then the test-card table; any other card approves."""
     if not request.processing_code.startswith("00"):
-        return AuthDecision(INVALID_TRANSACTION)
+        return _REFUSALS[INVALID_TRANSACTION]
     if not luhn_valid(request.pan):
-        return AuthDecision(INVALID_CARD)
+        return _REFUSALS[INVALID_CARD]
     if request.expiry and is_expired(request.expiry, today):
-        return AuthDecision(EXPIRED_CARD)
-    rule = TEST_CARDS.get(request.pan, DEFAULT_RULE)
-    return AuthDecision(rule.code, rule.delivery)
+        return _REFUSALS[EXPIRED_CARD]
+    return _DECISIONS.get(request.pan, _DEFAULT_DECISION)
 
 
 _APPROVAL_ALPHABET = string.ascii_uppercase + string.digits
+#: Every pair of approval-code characters: a 36**2-digit base, three digits a code.
+_APPROVAL_PAIRS = tuple(a + b for a in _APPROVAL_ALPHABET for b in _APPROVAL_ALPHABET)
 _RNG = random.Random()  # seeded from the OS; approval codes need variety, not secrecy
 
 
 def new_approval_code() -> str:
     """A fresh approval code (field 38): 6 random upper-case letters and digits."""
     n = _RNG.getrandbits(64)  # 64 bits for 31 needed: the modulo bias is below 1e-9
-    chars = []
-    for _ in range(6):
-        n, digit = divmod(n, 36)
-        chars.append(_APPROVAL_ALPHABET[digit])
-    return "".join(chars)
+    pairs, base = _APPROVAL_PAIRS, len(_APPROVAL_PAIRS)
+    return pairs[n % base] + pairs[n // base % base] + pairs[n // (base * base) % base]
 
 
 # ---------------------------------------------------------------- messages about an original

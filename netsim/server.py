@@ -3,9 +3,17 @@
 Owns the listener, the connections and the message flow: each frame
 (``codec.framing.BINARY2``) is decoded with ``codec.dialect.SPEC``, checked,
 handed to the rules (:mod:`netsim.rules`) and the ledger (:mod:`netsim.ledger`),
-and answered through the faults (:mod:`netsim.faults`). Every request runs in
-its own task, so many can be in flight on one connection and answers go out in
-completion order; a slow or failing request never holds up another.
+and answered through the faults (:mod:`netsim.faults`). Many requests can be in
+flight on one connection and answers go out in completion order; a slow or
+failing request never holds up another.
+
+No task per request: each connection is an :class:`asyncio.Protocol`, and a
+request runs as callbacks. The frames of one read are decoded and decided at
+once; their ledger changes join the ledger's group commit (one transaction per
+loop iteration, :meth:`netsim.ledger.Ledger.record`), and once it has committed
+each answer is encoded and queued on its connection, whose queued answers leave
+in one write. Only a delayed answer (the slow card, latency or jitter faults)
+waits, on a timer of its own.
 
 Per message:
 
@@ -38,24 +46,25 @@ import asyncio
 import contextlib
 import itertools
 import ssl
-from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import time
+from collections.abc import Callable, Mapping
+from datetime import date
 from functools import partial
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import structlog
 
 import codec
 from codec import dialect
 from codec.errors import SENSITIVE_FIELDS
-from codec.framing import BINARY2, FramingError, IncompleteFrame, frame, read_frame
+from codec.framing import BINARY2, FramingError, frame
 from gateway.pki import peer_common_name
 from netsim import rules
 from netsim.faults import Faults
-from netsim.ledger import Ledger, LedgerClosedError
-from netsim.rules import Delivery, Request
+from netsim.ledger import Ledger, LedgerClosedError, Outcome
+from netsim.rules import AuthDecision, Delivery, Request
 
 __all__ = ["RESPONSE_FIELDS", "NetSim"]
 
@@ -74,60 +83,177 @@ RESPONSE_FIELDS: Mapping[str, tuple[str, ...]] = {
     "0410": _FINANCIAL_RESPONSE,
     "0430": _FINANCIAL_RESPONSE,
 }
+# Per request MTI: the response MTI and the fields it echoes.
+_ECHOED = {mti: (answer, tuple(f for f in RESPONSE_FIELDS[answer] if f not in ("7", "38", "39")))
+           for mti, answer in dialect.RESPONSE_MTI.items()}
+_REQUIRED = {mti: frozenset(fields) for mti, fields in dialect.REQUIRED_FIELDS.items()}
 
-_MAX_IN_FLIGHT = 4096        # per connection; reading pauses beyond it
+_FRAMING = BINARY2
+_MAX_IN_FLIGHT = 4096        # per connection; reading pauses once it is reached
+_MAX_BUFFERED = 1 << 18      # bytes read and not handed on; reading pauses beyond
+_BURST = 16                  # frames handed on per loop iteration and connection
 _HANDSHAKE_TIMEOUT = 10.0
 _CLOSE_TIMEOUT = 2.0
 
 
-@dataclass(frozen=True)
-class _Reply:
-    doc: dict[str, str]
-    delivery: Delivery = Delivery.NORMAL
+class _Connection(asyncio.Protocol):
+    """One accepted, TLS-established client connection: it splits what it reads into
+    frames for :class:`NetSim`, keeps the sign-on state, and coalesces its outgoing
+    frames so that answers finishing together leave in one write. Reading pauses
+    while ``_MAX_IN_FLIGHT`` requests wait (ledger or timer) or the peer does not
+    read its answers."""
 
-
-class _Connection:
-    """One accepted, TLS-established client connection: its sign-on state, and its
-    outgoing frames, coalesced so that answers finishing together leave in one write."""
-
-    def __init__(self, number: int, writer: asyncio.StreamWriter) -> None:
-        self.number = number
-        self.writer = writer
+    def __init__(self, sim: NetSim) -> None:
+        self.sim = sim
+        self.number = 0  # 0 until accepted
         self.signed_on = False
-        self.slots = asyncio.Semaphore(_MAX_IN_FLIGHT)
+        self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._buffer = b""  # read, not handed on yet: frames, maybe a partial one last
+        self._consuming = False  # a _consume is scheduled
+        self._ended = False  # no more data will come
         self._out: list[bytes] = []
+        self._waiting = 0  # requests waiting for the ledger or a timer
+        self._writing_paused = False
+        self._reading = True
+        self._closer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.sim._opened(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buffer = self._buffer + data if self._buffer else data
+        if not self._consuming:
+            self._consume()
+
+    def eof_received(self) -> bool | None:
+        self._ended = True
+        if not self._consuming:
+            self._end()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._out.clear()
+        if self._closer is not None:
+            self._closer.cancel()
+        if exc is not None:
+            log.info("connection.lost", conn=self.number, error=type(exc).__name__)
+        self._ended = True
+        if not self._consuming:
+            self._end()
+        self.sim._closed(self)
+
+    def pause_writing(self) -> None:
+        self._writing_paused = True
+        self._control_reading()
+
+    def resume_writing(self) -> None:
+        self._writing_paused = False
+        self._control_reading()
+
+    # ------------------------------------------------------------ for NetSim
 
     @property
     def closing(self) -> bool:
-        return self.writer.transport.is_closing()
+        return self.transport is None or self.transport.is_closing()
+
+    def hold(self) -> None:
+        """A request starts waiting (for the ledger or a timer)."""
+        self._waiting += 1
+        if self._waiting >= _MAX_IN_FLIGHT:
+            self._control_reading()
+
+    def release(self) -> None:
+        """A request stopped waiting."""
+        self._waiting -= 1
+        if not self._reading:
+            self._control_reading()
+
+    def send(self, data: bytes) -> None:
+        """Queue one frame; frames queued in the same loop iteration go out together."""
+        if not self._out:
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
 
     def abort(self) -> None:
         self._out.clear()
-        self.writer.transport.abort()
+        if self.transport is not None:
+            self.transport.abort()
 
-    async def send(self, data: bytes) -> None:
-        """Queue one frame; frames queued in the same loop iteration go out together."""
-        if not self._out:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._out.append(data)
-        await self.writer.drain()
+    def close(self) -> None:
+        """Close gracefully (TLS close_notify), aborting if that does not finish soon."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+            self._closer = self._loop.call_later(_CLOSE_TIMEOUT, self.abort)
+
+    # ------------------------------------------------------------ internals
 
     def _flush(self) -> None:
-        data, self._out = b"".join(self._out), []
+        data = b"".join(self._out)
+        self._out.clear()
         if data and not self.closing:
-            self.writer.write(data)
+            assert self.transport is not None
+            self.transport.write(data)
 
-    async def close(self) -> None:
-        """Close gracefully (TLS close_notify), aborting if that does not finish soon."""
-        if not self.closing:
-            self.writer.close()
+    def _consume(self) -> None:
+        """Hand up to ``_BURST`` complete frames of the buffer to :class:`NetSim`; the
+        next ones in the next loop iteration, after the first ones were committed: the
+        peer gets their answers while netsim works on the rest."""
+        self._consuming = False
+        buf = self._buffer
+        pos, end, limit = 0, len(buf), _FRAMING.max_frame
+        for _ in range(_BURST):
+            if end - pos < 2:
+                break
+            length = buf[pos] << 8 | buf[pos + 1]
+            if not 0 < length <= limit:
+                self._bad_header(buf[pos:pos + 2])
+                return
+            stop = pos + 2 + length
+            if stop > end:
+                break
+            self.sim._request(self, buf[pos + 2:stop])
+            pos = stop
+        else:
+            if end - pos >= 2:
+                self._consuming = True
+                self._loop.call_soon(self._consume)
+        self._buffer = buf[pos:]
+        if self._ended and not self._consuming:
+            self._end()
+        self._control_reading()
+
+    def _end(self) -> None:
+        """The peer closed (or the connection is gone) and every frame it sent was read."""
+        if self._buffer:
+            self._buffer = b""  # card data, maybe
+            log.info("connection.ended_mid_frame", conn=self.number)
+        self.close()
+
+    def _control_reading(self) -> None:
+        reading = (not self._writing_paused and self._waiting < _MAX_IN_FLIGHT
+                   and len(self._buffer) < _MAX_BUFFERED)
+        if reading != self._reading and not self.closing:
+            assert self.transport is not None
+            self._reading = reading
+            if reading:
+                self.transport.resume_reading()
+            else:
+                self.transport.pause_reading()
+
+    def _bad_header(self, header: bytes) -> None:
+        error = "bad length header"
         try:
-            await asyncio.wait_for(self.writer.wait_closed(), _CLOSE_TIMEOUT)
-        except asyncio.CancelledError:
-            self.abort()
-            raise
-        except Exception:  # timeout, reset, TLS error: the connection is gone either way
-            self.abort()
+            _FRAMING.parse_header(header)
+        except FramingError as exc:
+            error = exc.msg
+        log.warning("connection.bad_length_header", conn=self.number, error=error)
+        self._buffer = b""
+        self.abort()
 
 
 class NetSim:
@@ -155,8 +281,8 @@ class NetSim:
         self._server: asyncio.Server | None = None
         self._stopping = False
         self._conns: set[_Connection] = set()
-        self._handlers: set[asyncio.Task[None]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._all_closed: asyncio.Future[None] | None = None  # while stop() waits
+        self._timers: set[asyncio.TimerHandle] = set()
         self._numbers = itertools.count(1)
 
     # ------------------------------------------------------------ lifecycle
@@ -166,8 +292,9 @@ class NetSim:
         if self._server is not None:
             raise RuntimeError("netsim is already running")
         self._stopping = False
-        self._server = await asyncio.start_server(
-            self._serve, self.host, self._requested_port, ssl=self._ssl,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            partial(_Connection, self), self.host, self._requested_port, ssl=self._ssl,
             ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
         self._port = int(self._server.sockets[0].getsockname()[1])
         log.info("netsim.started", host=self.host, port=self._port)
@@ -194,8 +321,8 @@ class NetSim:
         return len(conns)
 
     async def stop(self) -> None:
-        """Stop listening, abort every connection, abandon requests still waiting to be
-        answered, and wait until every change already handed to the ledger is committed."""
+        """Stop listening, abort every connection, abandon answers still waiting to be
+        sent, and wait until every change already handed to the ledger is committed."""
         server, self._server = self._server, None
         if server is None:
             return
@@ -203,17 +330,17 @@ class NetSim:
         server.close()
         for conn in list(self._conns):
             conn.abort()
-        requests = list(self._tasks)
-        for task in requests:
-            task.cancel()
-        await asyncio.gather(*requests, return_exceptions=True)
-        # The aborted connections' handlers now read EOF and end by themselves.
-        handlers = list(self._handlers)
-        if handlers:
-            _, pending = await asyncio.wait(handlers, timeout=_CLOSE_TIMEOUT * 2)
-            for task in pending:
-                task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+        for timer in self._timers:
+            timer.cancel()
+        self._timers.clear()
+        if self._conns:  # their connection_lost comes in a loop iteration or two
+            self._all_closed = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self._all_closed, _CLOSE_TIMEOUT * 2)
+            except TimeoutError:
+                log.warning("netsim.connections_linger", count=len(self._conns))
+            finally:
+                self._all_closed = None
         with contextlib.suppress(LedgerClosedError):
             await asyncio.wrap_future(self.ledger.flush())
         await server.wait_closed()
@@ -229,189 +356,231 @@ class NetSim:
 
     # ------------------------------------------------------------ connections
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
+    def _opened(self, conn: _Connection) -> None:
+        assert conn.transport is not None
         if self._stopping or self.faults.refuse:
             log.info("connection.refused", stopping=self._stopping)
-            writer.transport.abort()
+            conn.abort()
             return
-        conn = _Connection(next(self._numbers), writer)
-        if task is not None:
-            self._handlers.add(task)
+        conn.number = next(self._numbers)
         self._conns.add(conn)
         log.info("connection.opened", conn=conn.number,
-                 peer=peer_common_name(writer.get_extra_info("ssl_object")))
-        try:
-            await self._read_loop(conn, reader)
-            await conn.close()
-        except asyncio.CancelledError:
-            # Only stop() cancels a handler, and it must end quietly: asyncio 3.11's
-            # stream callback logs an error for a cancelled client_connected_cb task.
-            conn.abort()
-        except Exception as exc:  # never let one connection take the server down
-            log.error("connection.failed", conn=conn.number, error=type(exc).__name__,
-                      where=_where(exc))
-            conn.abort()
-        finally:
-            self._conns.discard(conn)
-            if task is not None:
-                self._handlers.discard(task)
-            log.info("connection.closed", conn=conn.number)
+                 peer=peer_common_name(conn.transport.get_extra_info("ssl_object")))
 
-    async def _read_loop(self, conn: _Connection, reader: asyncio.StreamReader) -> None:
-        while True:
-            try:
-                payload = await read_frame(reader, BINARY2)
-            except IncompleteFrame:
-                log.info("connection.ended_mid_frame", conn=conn.number)
-                return
-            except FramingError as exc:
-                log.warning("connection.bad_length_header", conn=conn.number, error=exc.msg)
-                conn.abort()
-                return
-            except OSError as exc:  # reset, TLS alert, aborted
-                log.info("connection.lost", conn=conn.number, error=type(exc).__name__)
-                return
-            if payload is None:
-                return
-            await conn.slots.acquire()
-            task = asyncio.create_task(self._request(conn, payload))
-            self._tasks.add(task)
-            task.add_done_callback(partial(self._request_done, conn))
-
-    def _request_done(self, conn: _Connection, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        conn.slots.release()
+    def _closed(self, conn: _Connection) -> None:
+        if conn not in self._conns:
+            return  # refused
+        self._conns.discard(conn)
+        if not self._conns and self._all_closed is not None and not self._all_closed.done():
+            self._all_closed.set_result(None)
+        log.info("connection.closed", conn=conn.number)
 
     # ------------------------------------------------------------ requests
 
-    async def _request(self, conn: _Connection, payload: bytes) -> None:
+    def _request(self, conn: _Connection, payload: bytes) -> None:
         try:
-            reply = await self._process(conn, payload)
-            if reply is not None:
-                await self._deliver(conn, reply)
+            self._process(conn, payload)
         except Exception as exc:  # a failing request never hurts the others
-            log.error("request.failed", conn=conn.number, error=type(exc).__name__,
-                      where=_where(exc))
+            _failed(conn, exc)
 
-    async def _process(self, conn: _Connection, payload: bytes) -> _Reply | None:
+    def _process(self, conn: _Connection, payload: bytes) -> None:
         try:
             doc = codec.decode(payload, dialect.SPEC)
         except codec.DecodeError as exc:
-            return self._undecodable(conn, exc)
+            self._undecodable(conn, exc)
+            return
         mti = doc.get("t", "")
-        if mti not in dialect.REQUEST_MTIS:
+        if mti not in _ECHOED:
             log.warning("message.unknown_mti", conn=conn.number,
                         mti=mti if mti.isdigit() else mti.encode().hex())
-            return None
+            return
         if not doc.get("11") or not doc.get("41"):
             log.warning("message.unmatchable", conn=conn.number, mti=mti)
-            return None
+            return
         if mti == "0800":
-            return self._network(conn, doc)
+            self._network(conn, doc)
+            return
         if not conn.signed_on:
             log.info("message.not_signed_on", conn=conn.number, mti=mti, stan=doc["11"])
-            return _Reply(_answer(doc, rules.NOT_SIGNED_ON))
-        missing = [f for f in dialect.REQUIRED_FIELDS[mti] if f not in doc]
-        if missing:
+            self._deliver(conn, _answer(doc, rules.NOT_SIGNED_ON))
+            return
+        if not doc.keys() >= _REQUIRED[mti]:
+            missing = [f for f in dialect.REQUIRED_FIELDS[mti] if f not in doc]
             log.warning("message.missing_fields", conn=conn.number, mti=mti, stan=doc["11"],
                         fields=missing)
-            return _Reply(_answer(doc, dialect.FORMAT_ERROR))
+            self._deliver(conn, _answer(doc, dialect.FORMAT_ERROR))
+            return
         try:
             request = Request.from_doc(doc)
         except ValueError:
             log.warning("message.bad_value", conn=conn.number, mti=mti, stan=doc["11"])
-            return _Reply(_answer(doc, dialect.FORMAT_ERROR))
+            self._deliver(conn, _answer(doc, dialect.FORMAT_ERROR))
+            return
         if mti == "0100":
-            return await self._authorize(conn, request, doc)
-        outcome = await asyncio.wrap_future(self.ledger.submit(request))
-        log.debug("message.processed", conn=conn.number, mti=mti, stan=request.stan,
-                  terminal=request.terminal, code=outcome.code,
-                  outcome=outcome.outcome)
-        return _Reply(_answer(doc, outcome.code))
+            decision = rules.authorize(request, _today())
+            approval = rules.new_approval_code() if decision.approved else ""
+            self._record(conn, request, partial(self._authorized, conn, doc, request, decision,
+                                                approval),
+                         code=decision.code, approval_code=approval)
+        else:
+            self._record(conn, request, partial(self._processed, conn, doc, request))
 
-    def _undecodable(self, conn: _Connection, exc: codec.DecodeError) -> _Reply | None:
+    def _record(self, conn: _Connection, request: Request,
+                done: Callable[[Outcome | Exception], None], **kwargs: Any) -> None:
+        """Hand the change to the ledger; ``done`` follows its commit."""
+        conn.hold()
+        try:
+            self.ledger.record(request, done, **kwargs)
+        except BaseException:
+            conn.release()
+            raise
+
+    def _authorized(self, conn: _Connection, doc: dict[str, str], request: Request,
+                    decision: AuthDecision, approval: str, result: Outcome | Exception) -> None:
+        conn.release()
+        if isinstance(result, Exception):
+            _failed(conn, result)
+            return
+        try:
+            log.debug("authorization", conn=conn.number, stan=request.stan,
+                      terminal=request.terminal, card=codec.mask_pan(request.pan),
+                      code=result.code, delivery=decision.delivery.value)
+            if result.duplicate:
+                self._deliver(conn, _answer(doc, result.code))
+            else:
+                self._deliver(conn, _answer(doc, decision.code, approval), decision.delivery)
+        except Exception as exc:
+            _failed(conn, exc)
+
+    def _processed(self, conn: _Connection, doc: dict[str, str], request: Request,
+                   result: Outcome | Exception) -> None:
+        conn.release()
+        if isinstance(result, Exception):
+            _failed(conn, result)
+            return
+        try:
+            log.debug("message.processed", conn=conn.number, mti=request.mti,
+                      stan=request.stan, terminal=request.terminal, code=result.code,
+                      outcome=result.outcome)
+            self._deliver(conn, _answer(doc, result.code))
+        except Exception as exc:
+            _failed(conn, exc)
+
+    def _undecodable(self, conn: _Connection, exc: codec.DecodeError) -> None:
         known = {k: v for k, v in exc.partial.items() if k not in SENSITIVE_FIELDS}
         answerable = (known.get("t") in dialect.REQUEST_MTIS
                       and bool(known.get("11")) and bool(known.get("41")))
         log.warning("message.undecodable", conn=conn.number, field=exc.field, pos=exc.pos,
                     error=exc.msg, answered=answerable)
-        return _Reply(_answer(known, dialect.FORMAT_ERROR)) if answerable else None
+        if answerable:
+            self._deliver(conn, _answer(known, dialect.FORMAT_ERROR))
 
-    def _network(self, conn: _Connection, doc: dict[str, str]) -> _Reply:
-        if any(f not in doc for f in dialect.REQUIRED_FIELDS["0800"]):
-            return _Reply(_answer(doc, dialect.FORMAT_ERROR))
+    def _network(self, conn: _Connection, doc: dict[str, str]) -> None:
+        if not doc.keys() >= _REQUIRED["0800"]:
+            self._deliver(conn, _answer(doc, dialect.FORMAT_ERROR))
+            return
         code = doc["70"]
         if code == dialect.SIGN_ON:
             conn.signed_on = True
         elif code == dialect.SIGN_OFF:
             conn.signed_on = False
         elif code != dialect.ECHO:
-            return _Reply(_answer(doc, dialect.FORMAT_ERROR))
+            self._deliver(conn, _answer(doc, dialect.FORMAT_ERROR))
+            return
         log.info("network.management", conn=conn.number, code=code, signed_on=conn.signed_on)
-        return _Reply(_answer(doc, dialect.APPROVED))
+        self._deliver(conn, _answer(doc, dialect.APPROVED))
 
-    async def _authorize(self, conn: _Connection, request: Request,
-                         doc: dict[str, str]) -> _Reply:
-        decision = rules.authorize(request, datetime.now(UTC).date())
-        approval = rules.new_approval_code() if decision.approved else ""
-        outcome = await asyncio.wrap_future(
-            self.ledger.submit(request, code=decision.code, approval_code=approval))
-        log.debug("authorization", conn=conn.number, stan=request.stan,
-                  terminal=request.terminal, card=codec.mask_pan(request.pan),
-                  code=outcome.code, delivery=str(decision.delivery))
-        if outcome.duplicate:
-            return _Reply(_answer(doc, outcome.code))
-        return _Reply(_answer(doc, decision.code, approval), decision.delivery)
+    # ------------------------------------------------------------ answers
 
-    async def _deliver(self, conn: _Connection, reply: _Reply) -> None:
-        stan = reply.doc.get("11", "")
-        if reply.delivery is Delivery.LOST:
-            log.info("response.lost", conn=conn.number, stan=stan, reason="test card")
-            return
-        if reply.delivery is Delivery.SLOW:
-            await asyncio.sleep(self.slow_delay)
+    def _deliver(self, conn: _Connection, answer: dict[str, str],
+                 delivery: Delivery = Delivery.NORMAL) -> None:
+        """Send ``answer`` as the test card and the faults say."""
+        if delivery is Delivery.LOST:
+            log.info("response.lost", conn=conn.number, stan=answer.get("11", ""),
+                     reason="test card")
+        elif delivery is Delivery.SLOW:
+            self._later(self.slow_delay, conn, self._delay, answer)
+        else:
+            self._delay(conn, answer)
+
+    def _delay(self, conn: _Connection, answer: dict[str, str]) -> None:
         faults = self.faults
-        delay = faults.delay()
+        delay = faults.delay() if faults.latency or faults.jitter else 0.0
         if delay > 0:
-            await asyncio.sleep(delay)
-        if faults.resets():
-            log.info("fault.reset", conn=conn.number, stan=stan)
+            self._later(delay, conn, self._send, answer)
+        else:
+            self._send(conn, answer)
+
+    def _send(self, conn: _Connection, answer: dict[str, str]) -> None:
+        faults = self.faults
+        if faults.reset_rate and faults.resets():
+            log.info("fault.reset", conn=conn.number, stan=answer.get("11", ""))
             conn.abort()
-            return
-        if faults.drops():
-            log.info("fault.drop", conn=conn.number, stan=stan)
-            return
-        if conn.closing:
-            log.info("response.undeliverable", conn=conn.number, stan=stan)
-            return
-        try:
-            data = frame(codec.encode(reply.doc, dialect.SPEC), BINARY2)
-        except (codec.EncodeError, FramingError) as exc:
-            log.error("response.unencodable", conn=conn.number, stan=stan, error=exc.msg)
-            return
-        try:
-            await conn.send(data)
-        except OSError as exc:
-            log.info("response.write_failed", conn=conn.number, stan=stan,
-                     error=type(exc).__name__)
+        elif faults.drop_rate and faults.drops():
+            log.info("fault.drop", conn=conn.number, stan=answer.get("11", ""))
+        elif conn.closing:
+            log.info("response.undeliverable", conn=conn.number, stan=answer.get("11", ""))
+        else:
+            try:
+                data = _framed(codec.encode(answer, dialect.SPEC))
+            except (codec.EncodeError, FramingError) as exc:
+                log.error("response.unencodable", conn=conn.number,
+                          stan=answer.get("11", ""), error=exc.msg)
+                return
+            conn.send(data)
+
+    def _later(self, delay: float, conn: _Connection,
+               then: Callable[[_Connection, dict[str, str]], None],
+               answer: dict[str, str]) -> None:
+        """Call ``then(conn, answer)`` in ``delay`` seconds (unless :meth:`stop` comes
+        first); the request keeps its connection's in-flight slot until then."""
+        def fire() -> None:
+            self._timers.discard(timer)
+            conn.release()
+            try:
+                then(conn, answer)
+            except Exception as exc:
+                _failed(conn, exc)
+
+        conn.hold()
+        timer = asyncio.get_running_loop().call_later(delay, fire)
+        self._timers.add(timer)
 
 
 def _answer(request: Mapping[str, str], code: str, approval_code: str = "") -> dict[str, str]:
     """The response to ``request`` with response code ``code``."""
-    mti = dialect.RESPONSE_MTI[request["t"]]
-    doc = {"t": mti}
-    for field in RESPONSE_FIELDS[mti]:
-        if field == "7":
-            doc["7"] = dialect.transmission_time()
-        elif field == "39":
-            doc["39"] = code
-        elif field == "38":
-            if approval_code:
-                doc["38"] = approval_code
-        elif field in request:
-            doc[field] = request[field]
+    mti, echoed = _ECHOED[request["t"]]
+    doc = {field: request[field] for field in echoed if field in request}
+    doc["t"] = mti
+    doc["7"] = dialect.transmission_time()
+    doc["39"] = code
+    if approval_code:
+        doc["38"] = approval_code
     return doc
+
+
+def _framed(payload: bytes) -> bytes:
+    """``frame(payload, BINARY2)``, without its copy and checks when the size is fine."""
+    if 0 < len(payload) <= _FRAMING.max_frame:
+        return len(payload).to_bytes(2, "big") + payload
+    return frame(payload, _FRAMING)  # raises FramingError
+
+
+_UNIX_EPOCH = date(1970, 1, 1).toordinal()
+_day_cache: tuple[int, date] = (-1, date.min)
+
+
+def _today() -> date:
+    """Today's UTC date (cached for the day: a clock read per request is costly)."""
+    global _day_cache  # noqa: PLW0603
+    day = int(time.time()) // 86400
+    if _day_cache[0] != day:
+        _day_cache = (day, date.fromordinal(_UNIX_EPOCH + day))
+    return _day_cache[1]
+
+
+def _failed(conn: _Connection, exc: BaseException) -> None:
+    log.error("request.failed", conn=conn.number, error=type(exc).__name__, where=_where(exc))
 
 
 def _where(exc: BaseException) -> str:

@@ -151,6 +151,12 @@ class ScriptedHost:
         writer.write(frame(codec.encode(doc, dialect.SPEC)))
         await writer.drain()
 
+    async def send_raw(self, data: bytes, connection: int | None = None) -> None:
+        """Write ``data`` as is on connection ``connection`` (default: the newest one)."""
+        writer = self._writers[max(self._writers) if connection is None else connection]
+        writer.write(data)
+        await writer.drain()
+
     def reset_all(self) -> None:
         """Abort every open connection."""
         for writer in list(self._writers.values()):

@@ -46,3 +46,17 @@ def test_demo_round_trips_and_masks_the_pan() -> None:
     assert "424242******4242" in out
     assert "4242424242424242" not in out
     assert "9F26" in out  # field 55 is unfolded into EMV tags
+
+
+def test_pki_init_writes_working_credentials(tmp_path: Path) -> None:
+    """`paygate pki init` writes a CA and netsim/gateway credentials that build mTLS
+    contexts, with private keys readable by the owner only."""
+    from gateway.pki import Credentials, client_context, server_context
+
+    proc = _run("pki", "init", "--dir", str(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    for name in ("netsim", "gateway"):
+        key = tmp_path / f"{name}.key"
+        assert key.stat().st_mode & 0o077 == 0
+        creds = Credentials(tmp_path / f"{name}.crt", key, tmp_path / "ca.crt")
+        (server_context if name == "netsim" else client_context)(creds)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import random
 import ssl
-from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,8 @@ from netsim_client import (
 import codec
 from codec import dialect
 from gateway.pki import Credentials, client_context, server_context
-from netsim import Faults, Ledger, NetSim, Outcome, Request
+from netsim import Faults, Ledger, NetSim, Request
+from netsim.ledger import OnCommit
 
 
 async def _refused(port: int, context: ssl.SSLContext) -> bool:
@@ -150,11 +150,11 @@ def test_malformed_frames_never_crash_the_server(pki: Pki, tmp_path: Path) -> No
 class _FailingLedger(Ledger):
     """A ledger that blows up on one STAN, to prove handler errors stay contained."""
 
-    def submit(self, request: Request, *, code: str | None = None,
-               approval_code: str = "") -> Future[Outcome]:
+    def record(self, request: Request, done: OnCommit, *, code: str | None = None,
+               approval_code: str = "") -> None:
         if request.stan == "999999":
             raise RuntimeError("boom")
-        return super().submit(request, code=code, approval_code=approval_code)
+        super().record(request, done, code=code, approval_code=approval_code)
 
 
 def test_an_exception_in_a_handler_hurts_nobody_else(pki: Pki, tmp_path: Path) -> None:

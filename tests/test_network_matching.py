@@ -19,10 +19,14 @@ from scripted_host import (
     auth_request,
     make_client,
     new_trace,
+    response_to,
     silent,
     wait_until,
 )
 
+import codec
+from codec import dialect
+from codec.framing import frame
 from gateway.network import NotSent, OutcomeUnknown
 from gateway.pki import client_context, server_context
 
@@ -192,6 +196,60 @@ def test_back_pressure_refuses_instead_of_queueing(pki: Pki) -> None:
             reply = await client.request(auth_request(trace.allocate()))
             assert reply["39"] == "00"
         assert fifth["11"] not in {doc["11"] for doc in host.messages("0100")}
+
+    asyncio.run(scenario())
+
+
+def test_a_request_waiting_for_a_slot_gets_the_next_free_one(pki: Pki) -> None:
+    """With max_in_flight=2, seven requests are all answered: each waits (in order) for a
+    slot another one frees, and a request cancelled while waiting gives its turn up."""
+
+    async def scenario() -> None:
+        server, client_ctx = _contexts(pki)
+        trace = new_trace()
+        slow = lambda _doc: [Answer(delay=0.05)]  # noqa: E731
+        async with (
+            ScriptedHost(server, script=slow) as host,
+            make_client(host, client_ctx, trace=trace, max_in_flight=2) as client,
+        ):
+            requests = [auth_request(trace.allocate()) for _ in range(7)]
+            tasks = [asyncio.create_task(client.request(r)) for r in requests]
+            await asyncio.sleep(0)
+            assert client.in_flight == 2
+            tasks[4].cancel()
+            results = await asyncio.gather(*tasks, return_exceptions=True)
+            assert isinstance(results[4], asyncio.CancelledError)
+            for request, reply in zip(requests, results, strict=True):
+                if isinstance(reply, dict):
+                    assert reply["11"] == request["11"] and reply["39"] == "00"
+            assert sum(isinstance(r, dict) for r in results) == 6
+            assert client.in_flight == 0
+        assert requests[4]["11"] not in {doc["11"] for doc in host.messages("0100")}
+
+    asyncio.run(scenario())
+
+
+def test_responses_split_and_packed_across_reads_are_all_matched(pki: Pki) -> None:
+    """Responses that arrive packed together and cut at arbitrary bytes (7-byte writes)
+    each reach their own request."""
+
+    async def scenario() -> None:
+        server, client_ctx = _contexts(pki)
+        trace = new_trace()
+        async with (
+            ScriptedHost(server, script=silent) as host,
+            make_client(host, client_ctx, trace=trace) as client,
+        ):
+            requests = [auth_request(trace.allocate(), amount=i + 1) for i in range(5)]
+            tasks = [asyncio.create_task(client.request(r)) for r in requests]
+            await wait_until(lambda: len(host.messages("0100")) == 5, what="five requests")
+            stream = b"".join(frame(codec.encode(response_to(r), dialect.SPEC))
+                              for r in requests)
+            for start in range(0, len(stream), 7):
+                await host.send_raw(stream[start:start + 7])
+            replies = await asyncio.gather(*tasks)
+        for request, reply in zip(requests, replies, strict=True):
+            assert (reply["11"], reply["4"]) == (request["11"], request["4"])
 
     asyncio.run(scenario())
 

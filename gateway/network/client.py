@@ -42,6 +42,7 @@ import contextlib
 import inspect
 import random
 import ssl
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -110,9 +111,10 @@ class NetworkClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._on_late_response = on_late_response
-        self._slots = asyncio.Semaphore(max_in_flight)
-        self._in_flight = 0
+        self._in_flight = 0  # slots taken, at most max_in_flight
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._ready_conns: list[Connection | None] = [None] * connections
+        self._live: list[Connection] = []  # the signed-on connections, for round robin
         self._ready_event = asyncio.Event()
         self._supervisors: list[asyncio.Task[None]] = []
         self._late_tasks: set[asyncio.Future[Any]] = set()
@@ -228,17 +230,12 @@ class NetworkClient:
         if self._closing or not self._supervisors:
             raise NotSent.for_request("the network client is not running", doc)
         end = asyncio.get_running_loop().time() + budget
+        if self._in_flight < self._max_in_flight and not self._slot_waiters:
+            self._in_flight += 1  # a free slot: no waiting, no timer
+        else:
+            await self._wait_for_slot(doc, end)
         try:
-            async with asyncio.timeout_at(end):
-                await self._slots.acquire()
-        except TimeoutError:
-            refused = NotSent.for_request("too many requests in flight", doc)
-            log.warning("request not sent: too many in flight", mti=refused.mti,
-                        terminal=refused.terminal_id, stan=refused.stan)
-            raise refused from None
-        self._in_flight += 1
-        try:
-            conn = self._pick() if not self._closing else None
+            conn = self._pick()
             if conn is None:
                 raise NotSent.for_request("no signed-on connection to the network", doc)
             try:
@@ -248,15 +245,53 @@ class NetworkClient:
                             terminal=exc.terminal_id, stan=exc.stan, reason=exc.reason)
                 raise
         finally:
-            self._in_flight -= 1
-            self._slots.release()
+            self._release_slot()
+
+    async def _wait_for_slot(self, doc: Mapping[str, str], end: float) -> None:
+        """Wait (in order of arrival) for a slot until ``end``; NotSent if none comes.
+
+        A released slot is handed to the first waiter directly (``in_flight``
+        does not drop), so a waiter that got its slot owns it.
+        """
+        waiter = asyncio.get_running_loop().create_future()
+        self._slot_waiters.append(waiter)
+        try:
+            async with asyncio.timeout_at(end):
+                await waiter
+        except BaseException as exc:
+            if waiter.done() and not waiter.cancelled():
+                self._release_slot()  # handed over as the wait ended: pass it on
+            else:
+                waiter.cancel()
+                with contextlib.suppress(ValueError):
+                    self._slot_waiters.remove(waiter)
+            if not isinstance(exc, TimeoutError):
+                raise
+            refused = NotSent.for_request("too many requests in flight", doc)
+            log.warning("request not sent: too many in flight", mti=refused.mti,
+                        terminal=refused.terminal_id, stan=refused.stan)
+            raise refused from None
+
+    def _release_slot(self) -> None:
+        waiters = self._slot_waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the slot passes to this waiter
+                return
+        self._in_flight -= 1
 
     def _pick(self) -> Connection | None:
-        conns = self._open_conns()
-        if not conns:
+        """The next open, signed-on connection (round robin), or None."""
+        if self._closing:
             return None
-        self._rr = (self._rr + 1) % len(conns)
-        return conns[self._rr]
+        conns = self._live
+        for _ in range(len(conns)):
+            self._rr = (self._rr + 1) % len(conns)
+            conn = conns[self._rr]
+            if conn.is_open:
+                return conn
+        return None
 
     # -- late responses ----------------------------------------------------------------
 
@@ -321,6 +356,7 @@ class NetworkClient:
 
     def _set_ready(self, slot: int, conn: Connection | None) -> None:
         self._ready_conns[slot] = conn
+        self._live = [c for c in self._ready_conns if c is not None]
         if any(c is not None for c in self._ready_conns):
             self._ready_event.set()
         else:

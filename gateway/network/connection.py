@@ -2,9 +2,22 @@
 
 A :class:`Connection` frames messages (``codec.framing.BINARY2``), encodes and
 decodes them with the network dialect (``codec.dialect.SPEC``) and pairs each
-response with its request: a reader task looks up the pending request by
-(field 41, field 11) and checks that the response MTI answers the request's
-MTI (``codec.dialect.RESPONSE_MTI``). Writes are serialized by a lock.
+response with its request: responses are looked up by (field 41, field 11),
+and the response MTI must answer the request's MTI
+(``codec.dialect.RESPONSE_MTI``).
+
+It is an asyncio protocol, not a pair of streams, so a request costs one
+future and one timer:
+
+* **Sending** encodes the request, registers it and queues its frame; the
+  frames queued during one turn of the event loop go out in one
+  ``transport.write`` (one TLS record, one system call) at the end of it.
+  Requests only wait to be written while the transport's buffer is above its
+  high-water mark (``pause_writing``).
+* **Deadlines** are a ``loop.call_at`` timer per request that fails its
+  future with OutcomeUnknown; the response cancels the timer.
+* **Receiving** happens in ``data_received``: every complete frame of a chunk
+  is decoded and dispatched at once, with no reader task.
 
 What arrives is never allowed to kill the connection unless the byte stream
 itself is broken:
@@ -24,21 +37,18 @@ of sign-on, echo policy or reconnection; :mod:`gateway.network.client` does.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ssl
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping
 
 import structlog
 
 import codec
 from codec import dialect
-from codec.framing import BINARY2, FramingError, frame, read_frame
+from codec.framing import BINARY2, FramingError, IncompleteFrame
 
 from .errors import NotSent, OutcomeUnknown
 
-__all__ = ["Connection", "UnsolicitedHandler"]
+__all__ = ["Connection", "UnsolicitedHandler", "check_request"]
 
 log = structlog.get_logger("gateway.network")
 
@@ -46,33 +56,38 @@ log = structlog.get_logger("gateway.network")
 UnsolicitedHandler = Callable[[dict[str, str]], None]
 
 _CLOSE_TIMEOUT = 1.0  # seconds to wait for a TLS close before aborting
+_SPEC = dialect.SPEC
+_RESPONSE_MTI = dialect.RESPONSE_MTI
+_RESPONSE_MTIS = dialect.RESPONSE_MTIS
+_HEADER = BINARY2.header_len
+_MAX_FRAME = BINARY2.max_frame
 
 
-@dataclass(slots=True)
 class _Pending:
-    """A request waiting for its response."""
+    """A request waiting for its response (or its deadline timer)."""
 
-    mti: str
-    terminal_id: str
-    stan: str
-    future: asyncio.Future[dict[str, str]]
+    __slots__ = ("answer_mti", "future", "mti", "stan", "terminal_id", "timer")
+
+    def __init__(self, mti: str, terminal_id: str, stan: str,
+                 future: asyncio.Future[dict[str, str]]) -> None:
+        self.mti = mti
+        self.answer_mti = _RESPONSE_MTI[mti]
+        self.terminal_id = terminal_id
+        self.stan = stan
+        self.future = future
+        self.timer: asyncio.TimerHandle | None = None
 
     def outcome_unknown(self, reason: str) -> OutcomeUnknown:
         return OutcomeUnknown(reason, mti=self.mti, terminal_id=self.terminal_id, stan=self.stan)
 
 
-def _retrieve(future: asyncio.Future[dict[str, str]]) -> None:
-    """Mark a future's exception as retrieved (nobody may be left to await it)."""
-    if future.done() and not future.cancelled():
-        future.exception()
-
-
 def check_request(doc: Mapping[str, str]) -> tuple[str, str, str]:
     """Return (MTI, field 41, field 11) of a request; raise ValueError if it is not one."""
     mti = doc.get("t", "")
-    if mti not in dialect.REQUEST_MTIS:
+    if mti not in _RESPONSE_MTI:
         raise ValueError("not a request MTI of the network dialect")
-    terminal_id, stan = dialect.match_key(doc)
+    terminal_id = doc.get("41", "")
+    stan = doc.get("11", "")
     if not terminal_id or not stan:
         raise ValueError("a request needs field 41 (terminal id) and field 11 (STAN)")
     return mti, terminal_id, stan
@@ -101,12 +116,14 @@ class Connection:
         self._ssl = ssl_context
         self._server_hostname = server_hostname
         self._on_unsolicited = on_unsolicited
-        self._reader: asyncio.StreamReader | None = None
-        self._writer: asyncio.StreamWriter | None = None
-        self._read_task: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._write_lock = asyncio.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._transport: asyncio.Transport | None = None
         self._pending: dict[tuple[str, str], _Pending] = {}
+        self._out: list[bytes] = []  # frames queued for the next flush
+        self._inbuf = b""  # the start of a frame not yet complete
+        self._paused = False  # the transport's buffer is above its high-water mark
+        self._writable: list[asyncio.Future[None]] = []  # waiting for resume_writing
+        self._gone: asyncio.Future[None] | None = None  # done once the transport is lost
         self._closed = False
         self._closed_event = asyncio.Event()
         self.last_received = 0.0
@@ -117,11 +134,11 @@ class Connection:
     @property
     def is_open(self) -> bool:
         """Connected and not lost or closed."""
-        return self._writer is not None and not self._closed
+        return self._transport is not None and not self._closed
 
     @property
     def in_flight(self) -> int:
-        """Requests written (or being written) and still waiting for a response."""
+        """Requests written (or queued to be written) and still waiting for a response."""
         return len(self._pending)
 
     async def wait_closed(self) -> None:
@@ -135,62 +152,59 @@ class Connection:
 
         Raises NotSent when the network cannot be reached.
         """
-        if self._writer is not None or self._closed:
+        if self._loop is not None or self._closed:
             raise RuntimeError("a Connection is opened once")
+        loop = self._loop = asyncio.get_running_loop()
+        self._gone = loop.create_future()
         try:
             async with asyncio.timeout(timeout):
-                reader, writer = await asyncio.open_connection(
-                    self.host, self.port, ssl=self._ssl, server_hostname=self._server_hostname,
+                await loop.create_connection(
+                    lambda: _Protocol(self), self.host, self.port, ssl=self._ssl,
+                    server_hostname=self._server_hostname,
                     ssl_handshake_timeout=max(timeout, 0.001))
         except TimeoutError:
-            self._mark_closed()
+            self._lose("connect timed out")
             raise NotSent("connecting to the network timed out") from None
         except OSError as exc:  # includes ssl.SSLError
-            self._mark_closed()
+            self._lose("connect failed")
             raise NotSent(f"cannot connect to the network: {type(exc).__name__}") from exc
-        loop = asyncio.get_running_loop()
-        self._reader, self._writer = reader, writer
-        self.opened_at = self.last_received = loop.time()
-        self._read_task = loop.create_task(self._read_loop(), name=f"{self.name}-reader")
+        if self._closed:  # lost between the handshake and now
+            raise NotSent("the connection was lost right after connecting")
         log.info("network connection open", connection=self.name, host=self.host,
                  port=self.port)
 
     async def close(self, reason: str = "closed") -> None:
         """Close the connection; requests still pending fail with OutcomeUnknown."""
         self._lose(reason)
-        current = asyncio.current_task()
-        tasks = [t for t in (self._read_task, *self._tasks) if t is not None and t is not current]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        writer = self._writer
-        if writer is not None:
-            try:
-                async with asyncio.timeout(_CLOSE_TIMEOUT):
-                    await writer.wait_closed()
-            except (TimeoutError, OSError):
-                writer.transport.abort()
-
-    def _mark_closed(self) -> None:
-        self._closed = True
-        self._closed_event.set()
+        transport, gone = self._transport, self._gone
+        if transport is None or gone is None or gone.done():
+            return
+        try:
+            async with asyncio.timeout(_CLOSE_TIMEOUT):
+                await asyncio.shield(gone)
+        except TimeoutError:
+            transport.abort()
 
     def _lose(self, reason: str) -> None:
         """Mark the connection lost: fail what is pending, start closing the transport."""
         if self._closed:
             return
-        self._mark_closed()
+        self._closed = True
+        self._closed_event.set()
+        self._out.clear()
+        self._inbuf = b""
         pending = list(self._pending.values())
         self._pending.clear()
         for entry in pending:
+            if entry.timer is not None:
+                entry.timer.cancel()
             if not entry.future.done():
                 entry.future.set_exception(entry.outcome_unknown("connection lost in flight"))
-        if self._writer is not None:
-            self._writer.close()
-        log.info("network connection closed", connection=self.name, reason=reason,
-                 failed_in_flight=len(pending))
+        self._wake_writers()
+        if self._transport is not None:
+            self._transport.close()
+            log.info("network connection closed", connection=self.name, reason=reason,
+                     failed_in_flight=len(pending))
 
     # -- sending -----------------------------------------------------------------------
 
@@ -203,108 +217,176 @@ class Connection:
         connection was lost, and ValueError if ``doc`` is not a request or a
         request with the same (41, 11) is already in flight here.
         """
-        entry = await self._send(doc, end)
-        key = (entry.terminal_id, entry.stan)
-        answered = False
+        if self._paused and self.is_open:
+            await self._wait_writable(doc, end)
+        entry = self._send(doc, end)
         try:
-            await asyncio.wait((entry.future,), timeout=max(end - _now(), 0.0))
-            answered = entry.future.done()
-        finally:
-            if not answered:
-                self._abandon(key, entry)
-        if not answered:
-            raise entry.outcome_unknown("no response before the deadline")
-        return entry.future.result()
+            return await entry.future
+        except asyncio.CancelledError:
+            self._abandon(entry)
+            raise
 
-    async def _send(self, doc: Mapping[str, str], end: float) -> _Pending:
+    def _send(self, doc: Mapping[str, str], end: float) -> _Pending:
+        """Register ``doc``, queue its frame and arm its deadline; return its entry."""
         mti, terminal_id, stan = check_request(doc)
         key = (terminal_id, stan)
-        if not self.is_open:
+        loop = self._loop
+        if loop is None or not self.is_open:
             raise NotSent.for_request("connection is not open", doc)
         if key in self._pending:
             raise ValueError("a request with this terminal id and STAN is already in flight")
-        if end <= _now():
+        if end <= loop.time():
             raise NotSent.for_request("deadline passed before sending", doc)
         try:
-            payload = frame(codec.encode(doc, dialect.SPEC), BINARY2)
-        except (codec.EncodeError, FramingError) as exc:
+            payload = codec.encode(doc, _SPEC)
+        except codec.EncodeError as exc:
             raise NotSent.for_request("request cannot be encoded", doc) from exc
-        entry = _Pending(mti, terminal_id, stan, asyncio.get_running_loop().create_future())
-        entry.future.add_done_callback(_retrieve)
+        if len(payload) > _MAX_FRAME:
+            raise NotSent.for_request("request cannot be encoded", doc)
+        entry = _Pending(mti, terminal_id, stan, loop.create_future())
+        entry.timer = loop.call_at(end, self._expire, key, entry)
         self._pending[key] = entry
-        written = False
-        try:
-            async with asyncio.timeout_at(end):
-                async with self._write_lock:
-                    if not self.is_open:
-                        raise NotSent.for_request("connection lost before sending", doc)
-                    if end <= _now():
-                        raise NotSent.for_request("deadline passed before sending", doc)
-                    writer = self._writer
-                    assert writer is not None
-                    writer.write(payload)
-                    written = True
-                    await writer.drain()
-        except TimeoutError:
-            self._abandon(key, entry)
-            if written:
-                raise entry.outcome_unknown("deadline passed while sending") from None
-            raise NotSent.for_request("deadline passed before sending", doc) from None
-        except OSError:
-            self._abandon(key, entry)
-            raise entry.outcome_unknown("connection lost while sending") from None
-        except BaseException:
-            self._abandon(key, entry)
-            raise
+        self._queue(len(payload).to_bytes(_HEADER, "big") + payload)
         return entry
 
-    def _abandon(self, key: tuple[str, str], entry: _Pending) -> None:
-        """Stop waiting for ``entry``; a response that still comes is unsolicited."""
+    def _queue(self, data: bytes) -> None:
+        """Queue ``data`` for the flush at the end of this turn of the event loop."""
+        if not self._out:
+            assert self._loop is not None
+            self._loop.call_soon(self._flush)
+        self._out.append(data)
+
+    def _flush(self) -> None:
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        if self._transport is not None and not self._closed:
+            self._transport.write(data)
+
+    async def _wait_writable(self, doc: Mapping[str, str], end: float) -> None:
+        """Wait until the transport takes data again; NotSent if ``end`` comes first."""
+        assert self._loop is not None
+        waiter = self._loop.create_future()
+        self._writable.append(waiter)
+        try:
+            async with asyncio.timeout_at(end):
+                await waiter
+        except TimeoutError:
+            raise NotSent.for_request("deadline passed before sending", doc) from None
+        finally:
+            if waiter in self._writable:
+                self._writable.remove(waiter)
+
+    def _wake_writers(self) -> None:
+        waiters, self._writable = self._writable, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _expire(self, key: tuple[str, str], entry: _Pending) -> None:
+        """The deadline timer: give up on ``entry``; a response that still comes is late."""
         if self._pending.get(key) is entry:
             del self._pending[key]
         if not entry.future.done():
-            entry.future.cancel()
+            entry.future.set_exception(entry.outcome_unknown("no response before the deadline"))
+
+    def _abandon(self, entry: _Pending) -> None:
+        """Stop waiting for ``entry``; a response that still comes is unsolicited."""
+        key = (entry.terminal_id, entry.stan)
+        if self._pending.get(key) is entry:
+            del self._pending[key]
+        if entry.timer is not None:
+            entry.timer.cancel()
+
+    # -- transport callbacks (via _Protocol) -------------------------------------------
+
+    def _connected(self, transport: asyncio.Transport) -> None:
+        assert self._loop is not None
+        self._transport = transport
+        self.opened_at = self.last_received = self._loop.time()
+
+    def _received(self, data: bytes) -> None:
+        """Decode and dispatch every complete frame; keep the rest for the next chunk."""
+        if self._closed:
+            return
+        assert self._loop is not None
+        self.last_received = self._loop.time()
+        if self._inbuf:
+            data = self._inbuf + data
+        pos, size = 0, len(data)
+        while size - pos >= _HEADER and not self._closed:
+            length = int.from_bytes(data[pos:pos + _HEADER], "big")
+            if not 0 < length <= _MAX_FRAME:
+                try:
+                    BINARY2.parse_header(data[pos:pos + _HEADER])
+                except FramingError as exc:
+                    self._inbuf = b""
+                    self._broken(exc)
+                    return
+            stop = pos + _HEADER + length
+            if stop > size:
+                break
+            payload = data[pos + _HEADER:stop]
+            pos = stop
+            try:
+                doc = codec.decode(payload, _SPEC)
+            except codec.DecodeError as exc:
+                log.warning("undecodable frame dropped", connection=self.name,
+                            field=exc.field, pos=exc.pos, length=len(payload))
+                continue
+            self._dispatch(doc)
+        self._inbuf = data[pos:] if pos < size else b""
+
+    def _broken(self, exc: FramingError) -> None:
+        self._lose(f"framing error: {exc.msg}")
+        if self._transport is not None:
+            self._transport.abort()
+
+    def _eof(self) -> None:
+        """The network closed its side (between frames, or mid-frame: a framing error)."""
+        got = len(self._inbuf)
+        if not got:
+            self._lose("closed by the network")
+            return
+        expected = _HEADER
+        if got >= _HEADER:
+            expected += int.from_bytes(self._inbuf[:_HEADER], "big")
+        self._lose(f"framing error: {IncompleteFrame(expected, got).msg}")
+
+    def _lost(self, exc: Exception | None) -> None:
+        if exc is None:
+            self._eof()
+        else:
+            self._lose(f"connection error: {type(exc).__name__}")
+        self._wake_writers()
+        if self._gone is not None and not self._gone.done():
+            self._gone.set_result(None)
+
+    def _set_paused(self, paused: bool) -> None:
+        self._paused = paused
+        if not paused:
+            self._wake_writers()
 
     # -- receiving ---------------------------------------------------------------------
 
-    async def _read_loop(self) -> None:
-        reader = self._reader
-        assert reader is not None
-        reason = "closed by the network"
-        loop = asyncio.get_running_loop()
-        try:
-            while (payload := await read_frame(reader, BINARY2)) is not None:
-                self.last_received = loop.time()
-                try:
-                    doc = codec.decode(payload, dialect.SPEC)
-                except codec.DecodeError as exc:
-                    log.warning("undecodable frame dropped", connection=self.name,
-                                field=exc.field, pos=exc.pos, length=len(payload))
-                    continue
-                self._dispatch(doc)
-        except FramingError as exc:
-            reason = f"framing error: {exc.msg}"
-        except OSError as exc:
-            reason = f"connection error: {type(exc).__name__}"
-        except asyncio.CancelledError:
-            reason = "closed"
-            raise
-        finally:
-            self._lose(reason)
-
     def _dispatch(self, doc: dict[str, str]) -> None:
         mti = doc.get("t", "")
-        if mti in dialect.RESPONSE_MTIS:
-            key = dialect.match_key(doc)
-            entry = self._pending.get(key)
-            if entry is not None and dialect.RESPONSE_MTI[entry.mti] == mti:
-                del self._pending[key]
-                if not entry.future.done():
-                    entry.future.set_result(doc)
-                return
+        key = (doc.get("41", ""), doc.get("11", ""))
+        entry = self._pending.get(key)
+        if entry is not None and entry.answer_mti == mti:
+            del self._pending[key]
+            if entry.timer is not None:
+                entry.timer.cancel()
+            if not entry.future.done():
+                entry.future.set_result(doc)
+            else:  # its caller was cancelled a moment ago
+                self._unsolicited(doc)
+        elif mti in _RESPONSE_MTIS:
             self._unsolicited(doc)
         elif mti == "0800" and doc.get("70") == dialect.ECHO:
-            self._spawn(self._answer_echo(doc))
+            self._answer_echo(doc)
         else:
             log.warning("unexpected message from the network dropped", connection=self.name,
                         mti=mti, terminal=doc.get("41"), stan=doc.get("11"))
@@ -320,28 +402,44 @@ class Connection:
             log.error("unsolicited-response handler failed", connection=self.name,
                       error=type(exc).__name__)
 
-    async def _answer_echo(self, request: dict[str, str]) -> None:
+    def _answer_echo(self, request: dict[str, str]) -> None:
         reply = {"t": "0810", "7": dialect.transmission_time(), "11": request.get("11", ""),
                  "39": dialect.APPROVED, "41": request.get("41", ""), "70": dialect.ECHO}
         if "32" in request:
             reply["32"] = request["32"]
         try:
-            payload = frame(codec.encode(reply, dialect.SPEC), BINARY2)
-        except (codec.EncodeError, FramingError):
+            payload = codec.encode(reply, _SPEC)
+        except codec.EncodeError:
             log.warning("cannot answer the network's echo", connection=self.name)
             return
-        async with self._write_lock:
-            if self.is_open and self._writer is not None:
-                self._writer.write(payload)
-                with contextlib.suppress(OSError):
-                    await self._writer.drain()
+        self._queue(len(payload).to_bytes(_HEADER, "big") + payload)
         log.info("answered the network's echo", connection=self.name, stan=reply["11"])
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
+class _Protocol(asyncio.Protocol):
+    """Hands the transport's callbacks to its :class:`Connection`."""
 
-def _now() -> float:
-    return asyncio.get_running_loop().time()
+    __slots__ = ("_conn",)
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._conn._connected(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self._conn._received(data)
+
+    def eof_received(self) -> bool:
+        self._conn._eof()
+        return False  # let the transport close
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._conn._lost(exc)
+
+    def pause_writing(self) -> None:
+        self._conn._set_paused(True)
+
+    def resume_writing(self) -> None:
+        self._conn._set_paused(False)

@@ -1,0 +1,304 @@
+"""netsim's ledger storage: the SQLite schema, and the state changes applied inside one
+transaction (:class:`Transaction`).
+
+The tables are described in :mod:`netsim.ledger`. A :class:`Transaction` applies a
+batch of changes in order: authorizations netsim answered, and captures, refunds,
+voids and reversal advices decided against the authorization they name
+(:func:`netsim.rules.decide`). The rows of consecutive authorizations, and the
+journal rows, are each sent as one ``executemany``; the journal is written before
+anything reads it, so every change sees the ones before it. Row ids are chosen
+here, one past the largest (read once per transaction), so that a change knows the
+ids it writes before the rows are sent; there is only ever one writer. No commit or
+rollback here: the caller owns the transaction, and the connection.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import NamedTuple
+
+from netsim import rules
+from netsim.rules import EntryKind, Request, Status
+
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Change", "Outcome", "Transaction", "connect"]
+
+SCHEMA_VERSION = 1
+
+# authorizations needs no index of its own on (terminal, stan): the UNIQUE key's
+# index starts with those columns. The status CHECK is spelled with OR: SQLite
+# evaluates an IN list of three through a temporary table built for every row.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS authorizations (
+    id INTEGER PRIMARY KEY,
+    day TEXT NOT NULL, created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+    mti TEXT NOT NULL, processing_code TEXT NOT NULL, stan TEXT NOT NULL,
+    transmitted TEXT NOT NULL, rrn TEXT NOT NULL, terminal TEXT NOT NULL,
+    merchant TEXT NOT NULL, acquirer TEXT NOT NULL,
+    amount INTEGER NOT NULL CHECK (amount >= 0), currency TEXT NOT NULL,
+    card_bin TEXT NOT NULL CHECK (length(card_bin) <= 6),
+    card_last4 TEXT NOT NULL CHECK (length(card_last4) <= 4),
+    approval_code TEXT NOT NULL, response_code TEXT NOT NULL,
+    status TEXT NOT NULL
+        CHECK (status = 'approved' OR status = 'declined' OR status = 'reversed'),
+    captured INTEGER NOT NULL DEFAULT 0, refunded INTEGER NOT NULL DEFAULT 0,
+    reversed INTEGER NOT NULL DEFAULT 0,
+    CHECK (captured + reversed <= amount AND refunded <= captured),
+    UNIQUE (terminal, stan, transmitted)
+);
+CREATE TABLE IF NOT EXISTS entries (
+    id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL, day TEXT NOT NULL, created_at TEXT NOT NULL,
+    mti TEXT NOT NULL, processing_code TEXT NOT NULL, stan TEXT NOT NULL,
+    transmitted TEXT NOT NULL, rrn TEXT NOT NULL, terminal TEXT NOT NULL,
+    merchant TEXT NOT NULL, acquirer TEXT NOT NULL,
+    amount INTEGER NOT NULL, currency TEXT NOT NULL,
+    card_bin TEXT NOT NULL CHECK (length(card_bin) <= 6),
+    card_last4 TEXT NOT NULL CHECK (length(card_last4) <= 4),
+    approval_code TEXT NOT NULL, response_code TEXT NOT NULL, outcome TEXT NOT NULL,
+    effect INTEGER NOT NULL, changed INTEGER NOT NULL,
+    authorization_id INTEGER REFERENCES authorizations (id),
+    original_stan TEXT NOT NULL, original_transmitted TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_by_message ON entries (terminal, stan, transmitted);
+CREATE INDEX IF NOT EXISTS entries_by_original ON entries (terminal, original_stan);
+CREATE INDEX IF NOT EXISTS entries_by_day ON entries (day);
+"""
+
+_APPROVED, _DECLINED = Status.APPROVED.value, Status.DECLINED.value
+
+# created_at and updated_at are the same parameter (?3). A duplicate (the same
+# terminal, STAN and field 7: the UNIQUE key) inserts nothing.
+_INSERT_AUTHORIZATION = (
+    "INSERT INTO authorizations (id, day, created_at, updated_at, mti, processing_code, "
+    "stan, transmitted, rrn, terminal, merchant, acquirer, amount, currency, card_bin, "
+    "card_last4, approval_code, response_code, status) VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, "
+    "?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) "
+    "ON CONFLICT (terminal, stan, transmitted) DO NOTHING")
+_ENTRY_COLUMNS = (
+    "id, kind, day, created_at, mti, processing_code, stan, transmitted, rrn, terminal, "
+    "merchant, acquirer, amount, currency, card_bin, card_last4, approval_code, "
+    "response_code, outcome, effect, changed, authorization_id, original_stan, "
+    "original_transmitted")
+_INSERT_ENTRY = (f"INSERT INTO entries ({_ENTRY_COLUMNS}) "
+                 f"VALUES ({', '.join('?' * len(_ENTRY_COLUMNS.split(',')))})")
+# The journal rows of the authorizations with ids ?2 to ?3, just inserted (so still
+# approved or declined), with entry ids offset by ?1 from theirs.
+_JOURNAL_AUTHORIZATIONS = (
+    f"INSERT INTO entries ({_ENTRY_COLUMNS}) "
+    f"SELECT id + ?1, '{EntryKind.AUTHORIZATION.value}', day, created_at, mti, "
+    "processing_code, stan, transmitted, rrn, terminal, merchant, acquirer, amount, "
+    "currency, card_bin, card_last4, approval_code, response_code, "
+    f"CASE status WHEN '{_APPROVED}' THEN '{rules.APPROVED_OUTCOME}' "
+    f"ELSE '{rules.DECLINED_OUTCOME}' END, "
+    f"CASE status WHEN '{_APPROVED}' THEN amount ELSE 0 END, status = '{_APPROVED}', id, '', '' "
+    "FROM authorizations WHERE id BETWEEN ?2 AND ?3")
+_SEEN = ("SELECT 1 FROM entries WHERE terminal = ? AND stan = ? AND transmitted = ? AND "
+         "mti = ? LIMIT 1")
+_ORIGINAL = "SELECT * FROM authorizations WHERE terminal = ? AND stan = ? AND transmitted = ?"
+_UPDATES = {
+    kind: f"UPDATE authorizations SET {change}, updated_at = ? WHERE id = ?"
+    for kind, change in ((EntryKind.CAPTURE, "captured = captured + ?"),
+                         (EntryKind.REFUND, "refunded = refunded + ?"),
+                         (EntryKind.REVERSAL, "reversed = reversed + ?, status = 'reversed'"))
+}
+
+
+def connect(path: str | os.PathLike[str], *, write: bool = False) -> sqlite3.Connection:
+    """A connection to the ledger at ``path``: rows by name; for the one writer, with
+    ``synchronous=NORMAL`` (WAL) and foreign keys checked."""
+    conn = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+    conn.row_factory = sqlite3.Row
+    if write:
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the ledger did with a request: the response code to send, what the message
+    did (an :class:`Entry` outcome, or ``duplicate``), the amount it moved, and the ids
+    of the records written and touched (None for a duplicate, which records nothing)."""
+
+    code: str
+    outcome: str
+    effect: int = 0
+    changed: bool = False
+    entry_id: int | None = None
+    authorization_id: int | None = None
+
+    @property
+    def duplicate(self) -> bool:
+        return self.entry_id is None
+
+
+_DUPLICATE = Outcome(rules.DUPLICATE, "duplicate")
+
+
+def _outcome(code: str, outcome: str, effect: int, changed: bool, entry_id: int,
+             authorization_id: int | None) -> Outcome:
+    """``Outcome(...)``, built without the dataclass __init__ (whose frozen field-by-field
+    assignments cost more than the rest of recording an authorization in Python)."""
+    result = object.__new__(Outcome)
+    result.__dict__.update(code=code, outcome=outcome, effect=effect, changed=changed,
+                           entry_id=entry_id, authorization_id=authorization_id)
+    return result
+
+
+class Change(NamedTuple):
+    """A state change to apply: ``request``, with the issuer's response ``code`` and
+    ``approval_code`` for a 0100 (other MTIs are decided in the transaction)."""
+
+    request: Request
+    code: str = ""
+    approval_code: str = ""
+
+
+class Transaction:
+    """Applies changes inside the caller's open transaction on ``conn``; every row
+    written is stamped with ``now`` (UTC)."""
+
+    def __init__(self, conn: sqlite3.Connection, now: datetime) -> None:
+        self._conn = conn
+        self._now = now.isoformat(timespec="microseconds")
+        self._day = now.date().isoformat()
+        self._next_authorization = _next_id(conn, "authorizations")
+        self._next_entry = _next_id(conn, "entries")
+        self._journal: list[tuple[object, ...]] = []
+
+    def apply(self, changes: Sequence[Change | None]) -> list[Outcome | None]:
+        """Apply ``changes`` in order; their outcomes (None for a None change)."""
+        outcomes: list[Outcome | None] = [None] * len(changes)
+        pending: list[tuple[int, Change]] = []  # authorizations not inserted yet
+        for i, change in enumerate(changes):
+            if change is None:
+                continue
+            if change.request.mti == "0100":
+                pending.append((i, change))
+                continue
+            if pending:
+                self._authorize(pending, outcomes)
+                pending = []
+            outcomes[i] = self._refer(change.request)
+        if pending:
+            self._authorize(pending, outcomes)
+        self._write_journal()
+        return outcomes
+
+    # ------------------------------------------------------------ authorizations
+
+    def _authorize(self, changes: list[tuple[int, Change]],
+                   outcomes: list[Outcome | None]) -> None:
+        """Record answered 0100s (at ``outcomes``' positions), each with its journal
+        row; a duplicate records nothing and gets 94."""
+        now, day, first = self._now, self._day, self._next_authorization
+        rows: list[tuple[object, ...]] = []
+        for k, (_, (req, code, approval_code)) in enumerate(changes):
+            approved = code == rules.APPROVED
+            rows.append((first + k, day, now, req.mti, req.processing_code, req.stan,
+                         req.transmitted, req.rrn, req.terminal, req.merchant, req.acquirer,
+                         req.amount, req.currency, req.card_bin, req.card_last4,
+                         approval_code if approved else "", code,
+                         _APPROVED if approved else _DECLINED))
+        ids = self._insert_authorizations(rows)
+        last = self._next_authorization - 1  # those inserted are first..last
+        # Their journal rows, copied from the rows just inserted.
+        offset = self._next_entry - first
+        if last >= first:
+            self._conn.execute(_JOURNAL_AUTHORIZATIONS, (offset, first, last))
+            self._next_entry = last + offset + 1
+        for (i, (req, code, _)), auth_id in zip(changes, ids, strict=True):
+            if auth_id is None:
+                outcomes[i] = _DUPLICATE
+            elif code == rules.APPROVED:
+                outcomes[i] = _outcome(code, rules.APPROVED_OUTCOME, req.amount, True,
+                                       auth_id + offset, auth_id)
+            else:
+                outcomes[i] = _outcome(code, rules.DECLINED_OUTCOME, 0, False,
+                                       auth_id + offset, auth_id)
+
+    def _insert_authorizations(self, rows: list[tuple[object, ...]]) -> list[int | None]:
+        """Insert ``rows``, numbered from the next id; the id of each, None for a
+        duplicate. All in one statement, unless a duplicate is among them: then they
+        are taken back and inserted one by one, so that ids stay consecutive."""
+        first = self._next_authorization
+        if self._conn.executemany(_INSERT_AUTHORIZATION, rows).rowcount == len(rows):
+            self._next_authorization = first + len(rows)
+            return list(range(first, first + len(rows)))
+        self._conn.execute("DELETE FROM authorizations WHERE id >= ?", (first,))
+        ids: list[int | None] = []
+        for row in rows:
+            auth_id = self._next_authorization
+            if self._conn.execute(_INSERT_AUTHORIZATION, (auth_id, *row[1:])).rowcount:
+                self._next_authorization += 1
+                ids.append(auth_id)
+            else:
+                ids.append(None)
+        return ids
+
+    # ------------------------------------------------------------ messages about an original
+
+    def _refer(self, req: Request) -> Outcome:
+        """A capture, refund, void or reversal advice against the original it names."""
+        kind = rules.kind_of(req.mti)
+        if req.mti not in rules.ADVICES:
+            self._write_journal()  # the duplicate check reads it
+            if self._conn.execute(_SEEN, (req.terminal, req.stan, req.transmitted,
+                                          req.mti)).fetchone() is not None:
+                return _DUPLICATE
+        row = None
+        if req.original is not None and req.original.mti == "0100":
+            row = self._conn.execute(_ORIGINAL, (req.terminal, req.original.stan,
+                                                 req.original.transmitted)).fetchone()
+        hold = rules.locate(None if row is None else _hold(row), req)
+        decision = rules.decide(hold, req)
+        auth_id = None
+        card_bin = card_last4 = approval_code = ""
+        if hold is not None and row is not None:
+            auth_id = int(row["id"])
+            card_bin, card_last4, approval_code = row["card_bin"], row["card_last4"], \
+                hold.approval_code
+            if decision.changed:
+                self._conn.execute(_UPDATES[kind], (decision.effect, self._now, auth_id))
+        entry_id = self._journal_row(req, decision.code, decision.outcome, decision.effect,
+                                     decision.changed, auth_id, card_bin, card_last4,
+                                     approval_code)
+        return Outcome(decision.code, decision.outcome, decision.effect, decision.changed,
+                       entry_id, auth_id)
+
+    # ------------------------------------------------------------ the journal
+
+    def _journal_row(self, req: Request, code: str, outcome: str, effect: int, changed: bool,
+                     auth_id: int | None, card_bin: str, card_last4: str,
+                     approval_code: str) -> int:
+        """Queue the journal row of ``req``; its id."""
+        entry_id = self._next_entry
+        self._next_entry += 1
+        original = req.original
+        self._journal.append((
+            entry_id, rules.kind_of(req.mti).value, self._day, self._now, req.mti,
+            req.processing_code, req.stan, req.transmitted, req.rrn, req.terminal,
+            req.merchant, req.acquirer, req.amount, req.currency, card_bin, card_last4,
+            approval_code, code, outcome, effect, int(changed), auth_id,
+            original.stan if original else "", original.transmitted if original else ""))
+        return entry_id
+
+    def _write_journal(self) -> None:
+        if self._journal:
+            self._conn.executemany(_INSERT_ENTRY, self._journal)
+            self._journal = []
+
+
+def _next_id(conn: sqlite3.Connection, table: str) -> int:
+    return int(conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def _hold(row: sqlite3.Row) -> rules.Hold:
+    return rules.Hold(status=Status(row["status"]), amount=row["amount"],
+                      currency=row["currency"], rrn=row["rrn"],
+                      approval_code=row["approval_code"], captured=row["captured"],
+                      refunded=row["refunded"], reversed=row["reversed"])
