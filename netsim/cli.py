@@ -62,6 +62,9 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--slow-delay", type=float, default=3.0,
                        help="seconds before the slow test card is answered (default %(default)s)")
     serve.add_argument("--seed", type=int, help="seed for the fault decisions")
+    serve.add_argument("--faults-file", type=Path,
+                       help="JSON file of faults (latency, jitter, drop_rate, reset_rate, "
+                            "refuse) applied at run time on SIGHUP")
     serve.add_argument("--log-level", default="info",
                        choices=("debug", "info", "warning", "error"),
                        help="log level on stderr (default %(default)s)")
@@ -147,14 +150,14 @@ def _serve(args: argparse.Namespace) -> int:
     sim = NetSim(context, ledger, host=args.host, port=args.port, faults=faults,
                  slow_delay=args.slow_delay)
     try:
-        return asyncio.run(_run(sim, args.port_file))
+        return asyncio.run(_run(sim, args.port_file, args.faults_file))
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
     finally:
         ledger.close()
 
 
-async def _run(sim: NetSim, port_file: Path | None) -> int:
+async def _run(sim: NetSim, port_file: Path | None, faults_file: Path | None) -> int:
     import asyncio
     import signal
 
@@ -162,6 +165,8 @@ async def _run(sim: NetSim, port_file: Path | None) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if faults_file is not None:
+        loop.add_signal_handler(signal.SIGHUP, _reload_faults, sim, faults_file)
     async with sim:
         print(f"netsim listening on {sim.host}:{sim.port}", flush=True)
         if port_file is not None:
@@ -171,6 +176,37 @@ async def _run(sim: NetSim, port_file: Path | None) -> int:
         await stop.wait()
     print("netsim stopped", flush=True)
     return 0
+
+
+_FAULT_KEYS = ("latency", "jitter", "drop_rate", "reset_rate", "refuse")
+
+
+def _reload_faults(sim: NetSim, path: Path) -> None:
+    """SIGHUP: apply the faults in the JSON file ``path`` to the running netsim.
+
+    The file holds any of latency, jitter, drop_rate, reset_rate (numbers) and
+    refuse (boolean); keys it leaves out keep their value. A bad file changes
+    nothing and is logged.
+    """
+    import structlog
+
+    log = structlog.get_logger("netsim")
+    try:
+        wanted = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(wanted, dict) or set(wanted) - set(_FAULT_KEYS):
+            raise ValueError(f"expected an object with keys among {', '.join(_FAULT_KEYS)}")
+        before = {key: getattr(sim.faults, key) for key in _FAULT_KEYS}
+        try:
+            for key, value in wanted.items():
+                setattr(sim.faults, key, value)
+        except (TypeError, ValueError):
+            for key, value in before.items():
+                setattr(sim.faults, key, value)
+            raise
+    except (OSError, ValueError, TypeError) as exc:
+        log.error("faults.reload_failed", path=str(path), error=str(exc))
+        return
+    log.warning("faults.reloaded", **{key: getattr(sim.faults, key) for key in _FAULT_KEYS})
 
 
 # ---------------------------------------------------------------- ledger

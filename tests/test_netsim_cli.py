@@ -119,3 +119,51 @@ def test_serve_runs_until_sigterm(pki: Pki, tmp_path: Path) -> None:
     assert f"netsim listening on 127.0.0.1:{port}" in out
     assert APPROVE not in out + err
     assert [a.response_code for a in Ledger(ledger, create=False).authorizations()] == ["00"]
+
+
+def test_faults_change_at_run_time_on_sighup(pki: Pki, tmp_path: Path) -> None:
+    """`serve --faults-file` applies the file's faults on SIGHUP: with drop_rate 1 the
+    response is withheld (the request still recorded); a bad file changes nothing; with
+    drop_rate 0 responses flow again."""
+    ledger, port_file, faults = tmp_path / "f.db", tmp_path / "port", tmp_path / "faults.json"
+    creds = pki.netsim
+    proc = subprocess.Popen(
+        [PAYGATE, "netsim", "serve", "--cert", str(creds.cert), "--key", str(creds.key),
+         "--ca", str(creds.ca), "--port", "0", "--port-file", str(port_file),
+         "--ledger", str(ledger), "--faults-file", str(faults)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(400):
+            if port_file.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.025)
+        assert proc.poll() is None, proc.communicate()
+        port = int(port_file.read_text())
+
+        def reload(content: str) -> None:
+            faults.write_text(content)
+            proc.send_signal(signal.SIGHUP)
+            time.sleep(0.3)  # let the event loop run the handler before the next request
+
+        async def scenario() -> list[str | None]:
+            client = await connect(port, pki)  # signed on while no fault is set
+            replies: list[str | None] = []
+            for content in ('{"drop_rate": 1.0}', '{"drop_rate": "lots"}', '{"drop_rate": 0}'):
+                await asyncio.to_thread(reload, content)
+                await client.send(auth())
+                reply = await client.receive(timeout=1.0)
+                replies.append(None if reply is None else reply["39"])
+            await client.close()
+            return replies
+
+        # Dropped; still dropped (the bad file changed nothing); answered again.
+        assert run(scenario()) == [None, None, "00"]
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert "faults.reload_failed" in err
+    assert len(Ledger(ledger, create=False).authorizations()) == 3
