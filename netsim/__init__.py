@@ -7,11 +7,15 @@ daily settlement files.
 
 Modules, one job each:
 
-* :mod:`netsim.server`: :class:`NetSim`, the asyncio TLS server (connections,
-  sign-on, message flow, one task per request);
+* :mod:`netsim.server`: :class:`NetSim`, the asyncio TLS server (sign-on,
+  message flow: requests run as callbacks, no task per request);
+* :mod:`netsim.connection`: one asyncio protocol per connection (framing,
+  bursts, coalesced writes, back-pressure);
 * :mod:`netsim.rules`: pure issuer decisions (test cards, Luhn, expiry,
   captures, refunds, voids, reversal advices);
-* :mod:`netsim.ledger`: :class:`Ledger`, the SQLite ledger and its records;
+* :mod:`netsim.ledger`: :class:`Ledger`, the SQLite ledger (group commit) and
+  its records;
+* :mod:`netsim.store`: the ledger's schema, transactions and write connection;
 * :mod:`netsim.faults`: :class:`Faults`, latency, drops, resets, refusals;
 * :mod:`netsim.settlement`: settlement files (format in ``SETTLEMENT.md``);
 * :mod:`netsim.cli`: ``paygate netsim serve | ledger | settle``.

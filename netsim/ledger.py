@@ -25,9 +25,11 @@ callback at the start of the next (one commit for all); if one of them fails, th
 transaction is rolled back and each change is applied in a transaction of its own,
 so a failing change fails alone. A change is reported (callback, future) only
 after its commit, so netsim answers nothing it has not made durable. Outside an
-event loop a change is applied at once. Readers (:meth:`Ledger.authorizations`,
-:meth:`Ledger.entries`, ...) open their own connection per call, so they are safe
-from any thread or process while netsim runs.
+event loop a change is applied at once. The WAL is checkpointed by a thread of
+its own (:class:`netsim.store.Writer`): commits seldom wait for a sync. Readers
+(:meth:`Ledger.authorizations`, :meth:`Ledger.entries`, ...) open their own
+connection per call, so they are safe from any thread or process while netsim
+runs.
 
 Amounts are integer minor units; days are UTC dates; timestamps UTC.
 """
@@ -39,6 +41,7 @@ import contextlib
 import os
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -51,7 +54,7 @@ import structlog
 
 from netsim import rules
 from netsim.rules import EntryKind, Request, Status
-from netsim.store import SCHEMA, SCHEMA_VERSION, Change, Outcome, Transaction, connect
+from netsim.store import SCHEMA, SCHEMA_VERSION, Change, Outcome, Writer, connect
 
 __all__ = ["Authorization", "Entry", "Ledger", "LedgerClosedError", "OnCommit", "Outcome"]
 
@@ -151,7 +154,8 @@ class Ledger:
 
     ``clock`` returns the current time (timezone-aware; default: now, UTC); it
     sets each record's day and timestamps (one reading per transaction). The write
-    connection is opened on first use and closed by :meth:`close`.
+    connection (and its checkpoint thread) is opened on first use and closed by
+    :meth:`close`, or when the ledger is garbage-collected.
     """
 
     def __init__(self, path: str | os.PathLike[str], *,
@@ -170,7 +174,8 @@ class Ledger:
                 raise sqlite3.DatabaseError(
                     f"{self.path} is not a netsim ledger (schema version {version})")
         self._lock = threading.Lock()  # guards the write connection and the queue
-        self._conn: sqlite3.Connection | None = None
+        self._writer: Writer | None = None  # opened on first use
+        self._finalizer: weakref.finalize[[], Ledger] | None = None
         self._queue: list[_Job] = []  # waiting for the commit scheduled on _queue_loop
         self._queue_loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -236,9 +241,9 @@ class Ledger:
         else:
             self._commit_queue()
         with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
+            finalizer, self._finalizer, self._writer = self._finalizer, None, None
+        if finalizer is not None:
+            finalizer()  # closes the writer
 
     def __enter__(self) -> Ledger:
         return self
@@ -295,19 +300,10 @@ class Ledger:
         return results
 
     def _transaction(self, changes: list[Change | None]) -> list[Outcome | None]:
-        if self._conn is None:
-            self._conn = connect(self.path, write=True)
-        conn = self._conn
-        now = self._now()
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            outcomes = Transaction(conn, now).apply(changes)
-            conn.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        return outcomes
+        if self._writer is None:
+            self._writer = Writer(self.path)
+            self._finalizer = weakref.finalize(self, self._writer.close)
+        return self._writer.apply(changes, self._now())
 
     def _now(self) -> datetime:
         now = self._clock()

@@ -7,13 +7,14 @@ and answered through the faults (:mod:`netsim.faults`). Many requests can be in
 flight on one connection and answers go out in completion order; a slow or
 failing request never holds up another.
 
-No task per request: each connection is an :class:`asyncio.Protocol`, and a
-request runs as callbacks. The frames of one read are decoded and decided at
-once; their ledger changes join the ledger's group commit (one transaction per
-loop iteration, :meth:`netsim.ledger.Ledger.record`), and once it has committed
-each answer is encoded and queued on its connection, whose queued answers leave
-in one write. Only a delayed answer (the slow card, latency or jitter faults)
-waits, on a timer of its own.
+No task per request: each connection is a :class:`netsim.connection.Connection`
+(an :class:`asyncio.Protocol`) and a request runs as callbacks. The requests of a
+burst read from a connection are decoded and decided at once; their ledger
+changes join the ledger's group commit (one transaction per loop iteration:
+:meth:`netsim.ledger.Ledger.record`), and once it has committed each answer is
+encoded and queued on its connection, whose queued answers leave in one write.
+Only a delayed answer (the slow card, latency or jitter faults) waits, on a timer
+of its own.
 
 Per message:
 
@@ -45,6 +46,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
 import ssl
 import time
 from collections.abc import Callable, Mapping
@@ -62,6 +64,7 @@ from codec.errors import SENSITIVE_FIELDS
 from codec.framing import BINARY2, FramingError, frame
 from gateway.pki import peer_common_name
 from netsim import rules
+from netsim.connection import Connection
 from netsim.faults import Faults
 from netsim.ledger import Ledger, LedgerClosedError, Outcome
 from netsim.rules import AuthDecision, Delivery, Request
@@ -89,171 +92,9 @@ _ECHOED = {mti: (answer, tuple(f for f in RESPONSE_FIELDS[answer] if f not in ("
 _REQUIRED = {mti: frozenset(fields) for mti, fields in dialect.REQUIRED_FIELDS.items()}
 
 _FRAMING = BINARY2
-_MAX_IN_FLIGHT = 4096        # per connection; reading pauses once it is reached
-_MAX_BUFFERED = 1 << 18      # bytes read and not handed on; reading pauses beyond
-_BURST = 16                  # frames handed on per loop iteration and connection
+_UNIX_EPOCH = date(1970, 1, 1).toordinal()
 _HANDSHAKE_TIMEOUT = 10.0
-_CLOSE_TIMEOUT = 2.0
-
-
-class _Connection(asyncio.Protocol):
-    """One accepted, TLS-established client connection: it splits what it reads into
-    frames for :class:`NetSim`, keeps the sign-on state, and coalesces its outgoing
-    frames so that answers finishing together leave in one write. Reading pauses
-    while ``_MAX_IN_FLIGHT`` requests wait (ledger or timer) or the peer does not
-    read its answers."""
-
-    def __init__(self, sim: NetSim) -> None:
-        self.sim = sim
-        self.number = 0  # 0 until accepted
-        self.signed_on = False
-        self.transport: asyncio.Transport | None = None
-        self._loop = asyncio.get_running_loop()
-        self._buffer = b""  # read, not handed on yet: frames, maybe a partial one last
-        self._consuming = False  # a _consume is scheduled
-        self._ended = False  # no more data will come
-        self._out: list[bytes] = []
-        self._waiting = 0  # requests waiting for the ledger or a timer
-        self._writing_paused = False
-        self._reading = True
-        self._closer: asyncio.TimerHandle | None = None
-
-    # ------------------------------------------------------------ asyncio.Protocol
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.sim._opened(self)
-
-    def data_received(self, data: bytes) -> None:
-        self._buffer = self._buffer + data if self._buffer else data
-        if not self._consuming:
-            self._consume()
-
-    def eof_received(self) -> bool | None:
-        self._ended = True
-        if not self._consuming:
-            self._end()
-        return None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._out.clear()
-        if self._closer is not None:
-            self._closer.cancel()
-        if exc is not None:
-            log.info("connection.lost", conn=self.number, error=type(exc).__name__)
-        self._ended = True
-        if not self._consuming:
-            self._end()
-        self.sim._closed(self)
-
-    def pause_writing(self) -> None:
-        self._writing_paused = True
-        self._control_reading()
-
-    def resume_writing(self) -> None:
-        self._writing_paused = False
-        self._control_reading()
-
-    # ------------------------------------------------------------ for NetSim
-
-    @property
-    def closing(self) -> bool:
-        return self.transport is None or self.transport.is_closing()
-
-    def hold(self) -> None:
-        """A request starts waiting (for the ledger or a timer)."""
-        self._waiting += 1
-        if self._waiting >= _MAX_IN_FLIGHT:
-            self._control_reading()
-
-    def release(self) -> None:
-        """A request stopped waiting."""
-        self._waiting -= 1
-        if not self._reading:
-            self._control_reading()
-
-    def send(self, data: bytes) -> None:
-        """Queue one frame; frames queued in the same loop iteration go out together."""
-        if not self._out:
-            self._loop.call_soon(self._flush)
-        self._out.append(data)
-
-    def abort(self) -> None:
-        self._out.clear()
-        if self.transport is not None:
-            self.transport.abort()
-
-    def close(self) -> None:
-        """Close gracefully (TLS close_notify), aborting if that does not finish soon."""
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.close()
-            self._closer = self._loop.call_later(_CLOSE_TIMEOUT, self.abort)
-
-    # ------------------------------------------------------------ internals
-
-    def _flush(self) -> None:
-        data = b"".join(self._out)
-        self._out.clear()
-        if data and not self.closing:
-            assert self.transport is not None
-            self.transport.write(data)
-
-    def _consume(self) -> None:
-        """Hand up to ``_BURST`` complete frames of the buffer to :class:`NetSim`; the
-        next ones in the next loop iteration, after the first ones were committed: the
-        peer gets their answers while netsim works on the rest."""
-        self._consuming = False
-        buf = self._buffer
-        pos, end, limit = 0, len(buf), _FRAMING.max_frame
-        for _ in range(_BURST):
-            if end - pos < 2:
-                break
-            length = buf[pos] << 8 | buf[pos + 1]
-            if not 0 < length <= limit:
-                self._bad_header(buf[pos:pos + 2])
-                return
-            stop = pos + 2 + length
-            if stop > end:
-                break
-            self.sim._request(self, buf[pos + 2:stop])
-            pos = stop
-        else:
-            if end - pos >= 2:
-                self._consuming = True
-                self._loop.call_soon(self._consume)
-        self._buffer = buf[pos:]
-        if self._ended and not self._consuming:
-            self._end()
-        self._control_reading()
-
-    def _end(self) -> None:
-        """The peer closed (or the connection is gone) and every frame it sent was read."""
-        if self._buffer:
-            self._buffer = b""  # card data, maybe
-            log.info("connection.ended_mid_frame", conn=self.number)
-        self.close()
-
-    def _control_reading(self) -> None:
-        reading = (not self._writing_paused and self._waiting < _MAX_IN_FLIGHT
-                   and len(self._buffer) < _MAX_BUFFERED)
-        if reading != self._reading and not self.closing:
-            assert self.transport is not None
-            self._reading = reading
-            if reading:
-                self.transport.resume_reading()
-            else:
-                self.transport.pause_reading()
-
-    def _bad_header(self, header: bytes) -> None:
-        error = "bad length header"
-        try:
-            _FRAMING.parse_header(header)
-        except FramingError as exc:
-            error = exc.msg
-        log.warning("connection.bad_length_header", conn=self.number, error=error)
-        self._buffer = b""
-        self.abort()
+_CLOSE_TIMEOUT = 2.0  # stop() waits twice that for the aborted connections to end
 
 
 class NetSim:
@@ -280,10 +121,11 @@ class NetSim:
         self._port: int | None = None
         self._server: asyncio.Server | None = None
         self._stopping = False
-        self._conns: set[_Connection] = set()
+        self._conns: set[Connection] = set()
         self._all_closed: asyncio.Future[None] | None = None  # while stop() waits
         self._timers: set[asyncio.TimerHandle] = set()
         self._numbers = itertools.count(1)
+        self._day, self._today, self._debug = -1, date.min, True  # see _received
 
     # ------------------------------------------------------------ lifecycle
 
@@ -294,7 +136,7 @@ class NetSim:
         self._stopping = False
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
-            partial(_Connection, self), self.host, self._requested_port, ssl=self._ssl,
+            partial(Connection, self, log), self.host, self._requested_port, ssl=self._ssl,
             ssl_handshake_timeout=_HANDSHAKE_TIMEOUT)
         self._port = int(self._server.sockets[0].getsockname()[1])
         log.info("netsim.started", host=self.host, port=self._port)
@@ -356,7 +198,7 @@ class NetSim:
 
     # ------------------------------------------------------------ connections
 
-    def _opened(self, conn: _Connection) -> None:
+    def _opened(self, conn: Connection) -> None:
         assert conn.transport is not None
         if self._stopping or self.faults.refuse:
             log.info("connection.refused", stopping=self._stopping)
@@ -367,7 +209,7 @@ class NetSim:
         log.info("connection.opened", conn=conn.number,
                  peer=peer_common_name(conn.transport.get_extra_info("ssl_object")))
 
-    def _closed(self, conn: _Connection) -> None:
+    def _closed(self, conn: Connection) -> None:
         if conn not in self._conns:
             return  # refused
         self._conns.discard(conn)
@@ -377,13 +219,28 @@ class NetSim:
 
     # ------------------------------------------------------------ requests
 
-    def _request(self, conn: _Connection, payload: bytes) -> None:
-        try:
-            self._process(conn, payload)
-        except Exception as exc:  # a failing request never hurts the others
-            _failed(conn, exc)
+    def _received(self, conn: Connection, payloads: list[bytes]) -> None:
+        """A burst of requests (frames' payloads) read from ``conn``."""
+        if self._stopping:
+            return  # abandoned, like every request not answered yet
+        # Read once per burst, not per request: today's date (UTC), and whether
+        # debug events are logged at all.
+        day = int(time.time()) // 86400
+        if day != self._day:
+            self._day, self._today = day, date.fromordinal(_UNIX_EPOCH + day)
+        is_enabled_for = getattr(log, "is_enabled_for", None)  # not every wrapper has it
+        self._debug = is_enabled_for is None or bool(is_enabled_for(logging.DEBUG))
+        for payload in payloads:
+            try:
+                self._process(conn, payload)
+            except Exception as exc:  # a failing request never hurts the others
+                _failed(conn, exc)
+        # Scheduled after the ledger's commit of this burst (which its first change
+        # scheduled), and before the connection reads its next burst: the answers
+        # leave as soon as they are committed.
+        conn.flush_soon()
 
-    def _process(self, conn: _Connection, payload: bytes) -> None:
+    def _process(self, conn: Connection, payload: bytes) -> None:
         try:
             doc = codec.decode(payload, dialect.SPEC)
         except codec.DecodeError as exc:
@@ -417,7 +274,7 @@ class NetSim:
             self._deliver(conn, _answer(doc, dialect.FORMAT_ERROR))
             return
         if mti == "0100":
-            decision = rules.authorize(request, _today())
+            decision = rules.authorize(request, self._today)
             approval = rules.new_approval_code() if decision.approved else ""
             self._record(conn, request, partial(self._authorized, conn, doc, request, decision,
                                                 approval),
@@ -425,7 +282,7 @@ class NetSim:
         else:
             self._record(conn, request, partial(self._processed, conn, doc, request))
 
-    def _record(self, conn: _Connection, request: Request,
+    def _record(self, conn: Connection, request: Request,
                 done: Callable[[Outcome | Exception], None], **kwargs: Any) -> None:
         """Hand the change to the ledger; ``done`` follows its commit."""
         conn.hold()
@@ -435,16 +292,17 @@ class NetSim:
             conn.release()
             raise
 
-    def _authorized(self, conn: _Connection, doc: dict[str, str], request: Request,
+    def _authorized(self, conn: Connection, doc: dict[str, str], request: Request,
                     decision: AuthDecision, approval: str, result: Outcome | Exception) -> None:
         conn.release()
         if isinstance(result, Exception):
             _failed(conn, result)
             return
         try:
-            log.debug("authorization", conn=conn.number, stan=request.stan,
-                      terminal=request.terminal, card=codec.mask_pan(request.pan),
-                      code=result.code, delivery=decision.delivery.value)
+            if self._debug:
+                log.debug("authorization", conn=conn.number, stan=request.stan,
+                          terminal=request.terminal, card=codec.mask_pan(request.pan),
+                          code=result.code, delivery=decision.delivery.value)
             if result.duplicate:
                 self._deliver(conn, _answer(doc, result.code))
             else:
@@ -452,21 +310,22 @@ class NetSim:
         except Exception as exc:
             _failed(conn, exc)
 
-    def _processed(self, conn: _Connection, doc: dict[str, str], request: Request,
+    def _processed(self, conn: Connection, doc: dict[str, str], request: Request,
                    result: Outcome | Exception) -> None:
         conn.release()
         if isinstance(result, Exception):
             _failed(conn, result)
             return
         try:
-            log.debug("message.processed", conn=conn.number, mti=request.mti,
-                      stan=request.stan, terminal=request.terminal, code=result.code,
-                      outcome=result.outcome)
+            if self._debug:
+                log.debug("message.processed", conn=conn.number, mti=request.mti,
+                          stan=request.stan, terminal=request.terminal, code=result.code,
+                          outcome=result.outcome)
             self._deliver(conn, _answer(doc, result.code))
         except Exception as exc:
             _failed(conn, exc)
 
-    def _undecodable(self, conn: _Connection, exc: codec.DecodeError) -> None:
+    def _undecodable(self, conn: Connection, exc: codec.DecodeError) -> None:
         known = {k: v for k, v in exc.partial.items() if k not in SENSITIVE_FIELDS}
         answerable = (known.get("t") in dialect.REQUEST_MTIS
                       and bool(known.get("11")) and bool(known.get("41")))
@@ -475,7 +334,7 @@ class NetSim:
         if answerable:
             self._deliver(conn, _answer(known, dialect.FORMAT_ERROR))
 
-    def _network(self, conn: _Connection, doc: dict[str, str]) -> None:
+    def _network(self, conn: Connection, doc: dict[str, str]) -> None:
         if not doc.keys() >= _REQUIRED["0800"]:
             self._deliver(conn, _answer(doc, dialect.FORMAT_ERROR))
             return
@@ -492,7 +351,7 @@ class NetSim:
 
     # ------------------------------------------------------------ answers
 
-    def _deliver(self, conn: _Connection, answer: dict[str, str],
+    def _deliver(self, conn: Connection, answer: dict[str, str],
                  delivery: Delivery = Delivery.NORMAL) -> None:
         """Send ``answer`` as the test card and the faults say."""
         if delivery is Delivery.LOST:
@@ -503,7 +362,7 @@ class NetSim:
         else:
             self._delay(conn, answer)
 
-    def _delay(self, conn: _Connection, answer: dict[str, str]) -> None:
+    def _delay(self, conn: Connection, answer: dict[str, str]) -> None:
         faults = self.faults
         delay = faults.delay() if faults.latency or faults.jitter else 0.0
         if delay > 0:
@@ -511,7 +370,7 @@ class NetSim:
         else:
             self._send(conn, answer)
 
-    def _send(self, conn: _Connection, answer: dict[str, str]) -> None:
+    def _send(self, conn: Connection, answer: dict[str, str]) -> None:
         faults = self.faults
         if faults.reset_rate and faults.resets():
             log.info("fault.reset", conn=conn.number, stan=answer.get("11", ""))
@@ -529,11 +388,14 @@ class NetSim:
                 return
             conn.send(data)
 
-    def _later(self, delay: float, conn: _Connection,
-               then: Callable[[_Connection, dict[str, str]], None],
+    def _later(self, delay: float, conn: Connection,
+               then: Callable[[Connection, dict[str, str]], None],
                answer: dict[str, str]) -> None:
         """Call ``then(conn, answer)`` in ``delay`` seconds (unless :meth:`stop` comes
         first); the request keeps its connection's in-flight slot until then."""
+        if self._stopping:
+            return
+
         def fire() -> None:
             self._timers.discard(timer)
             conn.release()
@@ -566,20 +428,7 @@ def _framed(payload: bytes) -> bytes:
     return frame(payload, _FRAMING)  # raises FramingError
 
 
-_UNIX_EPOCH = date(1970, 1, 1).toordinal()
-_day_cache: tuple[int, date] = (-1, date.min)
-
-
-def _today() -> date:
-    """Today's UTC date (cached for the day: a clock read per request is costly)."""
-    global _day_cache  # noqa: PLW0603
-    day = int(time.time()) // 86400
-    if _day_cache[0] != day:
-        _day_cache = (day, date.fromordinal(_UNIX_EPOCH + day))
-    return _day_cache[1]
-
-
-def _failed(conn: _Connection, exc: BaseException) -> None:
+def _failed(conn: Connection, exc: BaseException) -> None:
     log.error("request.failed", conn=conn.number, error=type(exc).__name__, where=_where(exc))
 
 

@@ -1,21 +1,24 @@
-"""netsim's ledger storage: the SQLite schema, and the state changes applied inside one
-transaction (:class:`Transaction`).
+"""netsim's ledger storage: the SQLite schema, the state changes applied inside one
+transaction (:class:`Transaction`), and the write connection (:class:`Writer`).
 
 The tables are described in :mod:`netsim.ledger`. A :class:`Transaction` applies a
 batch of changes in order: authorizations netsim answered, and captures, refunds,
 voids and reversal advices decided against the authorization they name
-(:func:`netsim.rules.decide`). The rows of consecutive authorizations, and the
-journal rows, are each sent as one ``executemany``; the journal is written before
-anything reads it, so every change sees the ones before it. Row ids are chosen
-here, one past the largest (read once per transaction), so that a change knows the
-ids it writes before the rows are sent; there is only ever one writer. No commit or
-rollback here: the caller owns the transaction, and the connection.
+(:func:`netsim.rules.decide`). The rows of consecutive authorizations go in one
+``executemany`` and their journal rows in one ``INSERT ... SELECT`` copying them;
+the other journal rows in one ``executemany``, written before anything reads the
+journal, so every change sees the ones before it. Row ids are chosen here, one
+past the largest (read once per transaction), so that a change knows the ids it
+writes before the rows are sent; there is only ever one writer. The
+:class:`Writer` wraps each batch in its transaction and commits it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,9 +27,11 @@ from typing import NamedTuple
 from netsim import rules
 from netsim.rules import EntryKind, Request, Status
 
-__all__ = ["SCHEMA", "SCHEMA_VERSION", "Change", "Outcome", "Transaction", "connect"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "Change", "Outcome", "Transaction", "Writer", "connect"]
 
 SCHEMA_VERSION = 1
+_CHECKPOINT_EVERY = 32       # commits between two background checkpoints
+_WAL_LIMIT = 64 << 20        # bytes; a WAL file past it is checkpointed by the writer itself
 
 # authorizations needs no index of its own on (terminal, stan): the UNIQUE key's
 # index starts with those columns. The status CHECK is spelled with OR: SQLite
@@ -293,6 +298,13 @@ class Transaction:
             self._journal = []
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def _next_id(conn: sqlite3.Connection, table: str) -> int:
     return int(conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
 
@@ -302,3 +314,61 @@ def _hold(row: sqlite3.Row) -> rules.Hold:
                       currency=row["currency"], rrn=row["rrn"],
                       approval_code=row["approval_code"], captured=row["captured"],
                       refunded=row["refunded"], reversed=row["reversed"])
+
+
+class Writer:
+    """The one write connection of the ledger at ``path``: applies batches of changes,
+    each in a transaction of its own (:class:`Transaction`).
+
+    The WAL is copied back into the database file (checkpointed) by a thread of its
+    own, not at the commit that fills it: a checkpoint waits for two syncs, and the
+    writer runs in netsim's event loop. Should those checkpoints keep falling behind
+    (the WAL file grows past ``_WAL_LIMIT``), the writer checkpoints itself.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self._conn = connect(path, write=True)
+        self._conn.execute("PRAGMA wal_autocheckpoint=0")
+        self._conn.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT}")
+        self._wal = f"{os.fspath(path)}-wal"
+        self._commits = 0
+        self._checkpoints = threading.Event()  # set: a checkpoint is due (or closing)
+        self._closing = False
+        self._checkpointer = threading.Thread(target=self._checkpoint_loop, args=(path,),
+                                              name="netsim-checkpoint", daemon=True)
+        self._checkpointer.start()
+
+    def apply(self, changes: Sequence[Change | None], now: datetime) -> list[Outcome | None]:
+        """Apply ``changes`` in one transaction (see :meth:`Transaction.apply`)."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            outcomes = Transaction(conn, now).apply(changes)
+            conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        self._commits += 1
+        if self._commits % _CHECKPOINT_EVERY == 0:
+            if _size(self._wal) > _WAL_LIMIT:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            else:
+                self._checkpoints.set()
+        return outcomes
+
+    def close(self) -> None:
+        self._closing = True
+        self._checkpoints.set()
+        self._checkpointer.join()
+        self._conn.close()
+
+    def _checkpoint_loop(self, path: str | os.PathLike[str]) -> None:
+        with contextlib.closing(connect(path, write=True)) as conn:
+            while True:
+                self._checkpoints.wait()
+                self._checkpoints.clear()
+                if self._closing:
+                    return
+                with contextlib.suppress(sqlite3.Error):  # busy, say: the next one will do
+                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
