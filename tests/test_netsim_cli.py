@@ -81,24 +81,29 @@ def test_settle_command_writes_a_file_that_parses(tmp_path: Path) -> None:
     assert [(d.stan, d.sign, d.amount) for d in settlement.details] == [("000001", "M", 1999)]
 
 
-def test_serve_runs_until_sigterm(pki: Pki, tmp_path: Path) -> None:
-    """`paygate netsim serve` prints its port, approves a request over mutual TLS, and
-    exits 0 on SIGTERM with the approval in its ledger."""
-    ledger = tmp_path / "served.db"
+def _start_serve(pki: Pki, tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], int]:
+    """Start `paygate netsim serve` on a free port; return the process and the port."""
     port_file = tmp_path / "port"
     creds = pki.netsim
     proc = subprocess.Popen(
         [PAYGATE, "netsim", "serve", "--cert", str(creds.cert), "--key", str(creds.key),
-         "--ca", str(creds.ca), "--port", "0", "--port-file", str(port_file),
-         "--ledger", str(ledger), "--slow-delay", "0.1"],
+         "--ca", str(creds.ca), "--port", "0", "--port-file", str(port_file), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(400):
+        if port_file.exists() or proc.poll() is not None:
+            break
+        time.sleep(0.025)
+    if proc.poll() is not None:
+        raise AssertionError(proc.communicate())
+    return proc, int(port_file.read_text())
+
+
+def test_serve_runs_until_sigterm(pki: Pki, tmp_path: Path) -> None:
+    """`paygate netsim serve` prints its port, approves a request over mutual TLS, and
+    exits 0 on SIGTERM with the approval in its ledger."""
+    ledger = tmp_path / "served.db"
+    proc, port = _start_serve(pki, tmp_path, "--ledger", str(ledger), "--slow-delay", "0.1")
     try:
-        for _ in range(400):
-            if port_file.exists() or proc.poll() is not None:
-                break
-            time.sleep(0.025)
-        assert proc.poll() is None, proc.communicate()
-        port = int(port_file.read_text())
 
         async def main() -> str:
             client = await connect(port, pki)
@@ -125,20 +130,10 @@ def test_faults_change_at_run_time_on_sighup(pki: Pki, tmp_path: Path) -> None:
     """`serve --faults-file` applies the file's faults on SIGHUP: with drop_rate 1 the
     response is withheld (the request still recorded); a bad file changes nothing; with
     drop_rate 0 responses flow again."""
-    ledger, port_file, faults = tmp_path / "f.db", tmp_path / "port", tmp_path / "faults.json"
-    creds = pki.netsim
-    proc = subprocess.Popen(
-        [PAYGATE, "netsim", "serve", "--cert", str(creds.cert), "--key", str(creds.key),
-         "--ca", str(creds.ca), "--port", "0", "--port-file", str(port_file),
-         "--ledger", str(ledger), "--faults-file", str(faults)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ledger, faults = tmp_path / "f.db", tmp_path / "faults.json"
+    proc, port = _start_serve(pki, tmp_path, "--ledger", str(ledger), "--faults-file",
+                              str(faults))
     try:
-        for _ in range(400):
-            if port_file.exists() or proc.poll() is not None:
-                break
-            time.sleep(0.025)
-        assert proc.poll() is None, proc.communicate()
-        port = int(port_file.read_text())
 
         def reload(content: str) -> None:
             faults.write_text(content)
