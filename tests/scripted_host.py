@@ -29,6 +29,7 @@ import codec
 from codec import dialect, examples
 from codec.framing import frame, read_frame
 from gateway.network import NetworkClient, Trace, TraceAllocator
+from gateway.pki import Credentials, client_context, server_context
 
 
 @dataclass(frozen=True)
@@ -254,3 +255,8 @@ def auth_request(trace: Trace, amount: int = 1999) -> dict[str, str]:
 def new_trace() -> TraceAllocator:
     """A trace allocator for TERM0001 on a fresh in-memory STAN store."""
     return TraceAllocator(MemoryStanStore(), TERMINAL)
+
+
+def contexts(netsim: Credentials, gateway: Credentials) -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """The host's server context and the client's context, from the test PKI."""
+    return server_context(netsim), client_context(gateway)

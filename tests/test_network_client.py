@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 
 import pytest
 from conftest import Pki
@@ -12,6 +11,7 @@ from scripted_host import (
     Answer,
     ScriptedHost,
     auth_request,
+    contexts,
     make_client,
     new_trace,
     silent,
@@ -23,15 +23,11 @@ from gateway.network import NotSent
 from gateway.pki import Credentials, client_context, server_context
 
 
-def _contexts(pki: Pki) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    return server_context(pki.netsim), client_context(pki.gateway)
-
-
 def test_sign_on_is_the_first_message_on_every_connection(pki: Pki) -> None:
     """Each connection signs on (0800, 70 = 001) before anything else, then carries requests."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         async with (
             ScriptedHost(server) as host,
@@ -55,7 +51,7 @@ def test_echo_is_sent_when_the_connection_is_idle(pki: Pki) -> None:
     """An idle connection sends an echo test (0800, 70 = 301) and stays up when it is answered."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         async with (
             ScriptedHost(server) as host,
             make_client(host, client_ctx, echo_interval=0.1) as client,
@@ -72,7 +68,7 @@ def test_failed_echo_drops_and_reconnects_the_connection(pki: Pki) -> None:
     """An unanswered echo drops the connection; a new one is opened and signs on again."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         echoes = 0
 
         def management(doc: dict[str, str]) -> list[Answer]:
@@ -99,7 +95,7 @@ def test_sign_off_on_close(pki: Pki) -> None:
     """close() signs off (0800, 70 = 002) on each connection; afterwards requests are NotSent."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         async with ScriptedHost(server) as host:
             client = make_client(host, client_ctx, trace=trace, connections=2)
@@ -122,7 +118,7 @@ def test_start_raises_not_sent_when_the_host_is_down(pki: Pki) -> None:
     """With nothing listening, start() gives up after its timeout with NotSent."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         host = ScriptedHost(server)
         await host.start()
         await host.close()  # the port is now closed
@@ -141,7 +137,7 @@ def test_start_raises_not_sent_when_sign_on_is_refused(pki: Pki) -> None:
     """A sign-on answered with 91 does not make the connection ready."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         refuse = [Answer({"39": "91"})]
         async with ScriptedHost(server, management=lambda _doc: refuse) as host:
             client = make_client(host, client_ctx, backoff_initial=0.01, backoff_max=0.05)
@@ -174,7 +170,7 @@ def test_network_echo_is_answered(pki: Pki) -> None:
     """An echo test sent by the network is answered with 0810, 39 = 00, same STAN."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         async with ScriptedHost(server) as host, make_client(host, client_ctx):
             await host.send({"t": "0800", "7": dialect.transmission_time(), "11": "900001",
                              "41": TERMINAL, "70": dialect.ECHO})
@@ -189,7 +185,7 @@ def test_requests_before_start_are_not_sent(pki: Pki) -> None:
     """A client that was never started refuses requests with NotSent."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         async with ScriptedHost(server, script=silent) as host:
             client = make_client(host, client_ctx)
             with pytest.raises(NotSent):

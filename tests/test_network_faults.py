@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 
 import pytest
 import structlog
@@ -15,6 +14,7 @@ from scripted_host import (
     Reset,
     ScriptedHost,
     auth_request,
+    contexts,
     make_client,
     new_trace,
     silent,
@@ -23,11 +23,6 @@ from scripted_host import (
 
 from codec import dialect
 from gateway.network import NotSent, OutcomeUnknown
-from gateway.pki import client_context, server_context
-
-
-def _contexts(pki: Pki) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    return server_context(pki.netsim), client_context(pki.gateway)
 
 
 def test_reset_mid_flight_fails_all_in_flight_then_reconnects(pki: Pki) -> None:
@@ -35,7 +30,7 @@ def test_reset_mid_flight_fails_all_in_flight_then_reconnects(pki: Pki) -> None:
     signs on again, and a later request succeeds."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         seen = 0
 
@@ -75,7 +70,7 @@ def test_undecodable_frame_does_not_kill_the_connection(pki: Pki) -> None:
     """A well-framed but undecodable answer is dropped; the same connection keeps working."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         first = True
 
@@ -108,7 +103,7 @@ def test_broken_stream_reconnects_and_recovers(pki: Pki) -> None:
     request in flight is OutcomeUnknown, and after reconnecting requests work again."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         first = True
 
@@ -139,7 +134,7 @@ def test_close_with_requests_in_flight(pki: Pki) -> None:
     """close() signs off and fails requests still in flight with OutcomeUnknown."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         async with ScriptedHost(server, script=silent) as host:
             client = make_client(host, client_ctx, trace=trace)
@@ -164,7 +159,7 @@ def test_no_ready_connection_means_not_sent(pki: Pki) -> None:
     at once (nothing is written)."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         async with (
             ScriptedHost(server) as host,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import ssl
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -17,6 +16,7 @@ from scripted_host import (
     ScriptedHost,
     approve,
     auth_request,
+    contexts,
     make_client,
     new_trace,
     response_to,
@@ -28,11 +28,6 @@ import codec
 from codec import dialect
 from codec.framing import frame
 from gateway.network import NotSent, OutcomeUnknown
-from gateway.pki import client_context, server_context
-
-
-def _contexts(pki: Pki) -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    return server_context(pki.netsim), client_context(pki.gateway)
 
 
 @pytest.mark.parametrize("connections", [1, 2])
@@ -42,7 +37,7 @@ def test_a_thousand_concurrent_requests_each_get_their_own_response(
     """1,000 requests in flight at once, answered in random order, each get the matching reply."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         rng = random.Random(8583)
 
         def script(doc: dict[str, str]) -> list[Action]:
@@ -74,7 +69,7 @@ def test_out_of_order_responses_are_matched(pki: Pki) -> None:
     """A slow first answer and a fast second answer each reach their own request."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
 
         def script(doc: dict[str, str]) -> list[Action]:
             return [Answer(delay=0.3 if doc["4"].endswith("1") else 0.0)]
@@ -103,7 +98,7 @@ def test_unanswered_request_is_outcome_unknown_and_its_late_answer_is_routed(pki
     on_late_response."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         late: list[dict[str, str]] = []
 
         async def on_late(doc: dict[str, str]) -> None:
@@ -133,7 +128,7 @@ def test_a_duplicate_answer_goes_to_the_late_handler(pki: Pki) -> None:
     """When the host answers twice, the caller gets the first and the second is late."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         late: list[dict[str, str]] = []
         trace = new_trace()
         twice = [Answer({"38": "FIRST1"}), Answer({"38": "AGAIN2"}, delay=0.05)]
@@ -153,7 +148,7 @@ def test_a_response_with_the_wrong_mti_does_not_match(pki: Pki) -> None:
     """A 0230 carrying the key of a pending 0100 is not its answer; it is unsolicited."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         late: list[dict[str, str]] = []
         trace = new_trace()
         wrong = [Answer({"t": "0230"})]
@@ -173,7 +168,7 @@ def test_back_pressure_refuses_instead_of_queueing(pki: Pki) -> None:
     is never written."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         async with (
             ScriptedHost(server, script=silent) as host,
@@ -205,7 +200,7 @@ def test_a_request_waiting_for_a_slot_gets_the_next_free_one(pki: Pki) -> None:
     slot another one frees, and a request cancelled while waiting gives its turn up."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         slow = lambda _doc: [Answer(delay=0.05)]  # noqa: E731
         async with (
@@ -234,7 +229,7 @@ def test_responses_split_and_packed_across_reads_are_all_matched(pki: Pki) -> No
     each reach their own request."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         async with (
             ScriptedHost(server, script=silent) as host,
@@ -258,7 +253,7 @@ def test_a_stan_already_in_flight_is_refused(pki: Pki) -> None:
     """Sending a second request with the (41, 11) of one in flight is a caller error."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         async with (
             ScriptedHost(server, script=silent) as host,
@@ -283,7 +278,7 @@ def test_no_card_data_in_logs(pki: Pki) -> None:
     the PAN or chip data."""
 
     async def scenario() -> list[MutableMapping[str, Any]]:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         late: list[dict[str, str]] = []
         script = lambda doc: [Answer(delay=0.4 if doc["4"].endswith("2") else 0.0)]  # noqa: E731
@@ -309,7 +304,7 @@ def test_a_failing_late_handler_does_not_break_the_connection(pki: Pki) -> None:
     """A late-response handler that raises is logged; the connection keeps serving requests."""
 
     async def scenario() -> None:
-        server, client_ctx = _contexts(pki)
+        server, client_ctx = contexts(pki.netsim, pki.gateway)
         trace = new_trace()
         calls: list[str] = []
 
