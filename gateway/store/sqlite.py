@@ -1,0 +1,156 @@
+"""SQLite with one writer that group-commits.
+
+Every write is a function of a ``sqlite3.Connection`` handed to the writer
+thread. The writer takes whatever is queued (up to ``max_batch`` jobs), runs
+each inside its own SAVEPOINT (a failing job rolls back alone), and commits
+the batch once: many concurrent callers share one fsync. A caller's future
+resolves only after the commit is durable (WAL, ``synchronous=FULL``).
+
+Reads run on a separate thread with its own connection (WAL lets them proceed
+while the writer works). Both are usable from asyncio (``write``/``read``) and
+from plain threads (``write_sync``/``read_sync``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures as cf
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+T = TypeVar("T")
+_STOP: Final = object()
+
+
+class StoreClosed(RuntimeError):
+    """The store was closed while work was queued."""
+
+
+def connect(path: Path | str, *, synchronous: str = "FULL") -> sqlite3.Connection:
+    """A connection configured as the gateway's store expects (WAL, FULL, FKs on)."""
+    conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False,
+                           timeout=30.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
+class SqliteDatabase:
+    """A SQLite file with a group-committing writer thread and a reader thread."""
+
+    def __init__(self, path: Path | str, *, schema: Sequence[str] = (),
+                 max_batch: int = 512, synchronous: str = "FULL") -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._max_batch = max_batch
+        self._writer_conn = connect(self.path, synchronous=synchronous)
+        for statement in schema:
+            self._writer_conn.execute(statement)
+        self._reader_conn = connect(self.path, synchronous=synchronous)
+        self._jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._reader = cf.ThreadPoolExecutor(1, thread_name_prefix="store-reader")
+        self._closed = False
+        self.commits = 0          # batches committed (for tests and metrics)
+        self.jobs_committed = 0
+        self._thread = threading.Thread(target=self._run, name="store-writer", daemon=True)
+        self._thread.start()
+
+    def __repr__(self) -> str:
+        return f"SqliteDatabase({str(self.path)!r})"
+
+    # -- the writer ----------------------------------------------------------------
+    def _run(self) -> None:
+        conn = self._writer_conn
+        while True:
+            first = self._jobs.get()
+            if first is _STOP:
+                break
+            batch = [first]
+            stop = False
+            while len(batch) < self._max_batch:
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is _STOP:
+                    stop = True
+                    break
+                batch.append(job)
+            self._commit(conn, batch)
+            if stop:
+                break
+        conn.close()
+
+    def _commit(self, conn: sqlite3.Connection,
+                batch: list[tuple[Callable[[sqlite3.Connection], Any], cf.Future[Any]]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for fn, _future in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    result = fn(conn)
+                except BaseException as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    outcomes.append((False, exc))
+                else:
+                    conn.execute("RELEASE job")
+                    outcomes.append((True, result))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            for _fn, future in batch:
+                if future.set_running_or_notify_cancel():
+                    future.set_exception(exc)
+            return
+        self.commits += 1
+        self.jobs_committed += len(batch)
+        for (_fn, future), (ok, value) in zip(batch, outcomes, strict=True):
+            if not future.set_running_or_notify_cancel():
+                continue
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    # -- the API -------------------------------------------------------------------
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> cf.Future[T]:
+        """Queue a write; the future resolves after its batch is committed."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        future: cf.Future[T] = cf.Future()
+        self._jobs.put((fn, future))
+        return future
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in the writer's next batch and wait until it is durable."""
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def write_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self.submit(fn).result()
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the reader connection (sees every committed write)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, fn, self._reader_conn)
+
+    def read_sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return self._reader.submit(fn, self._reader_conn).result()
+
+    def close(self) -> None:
+        """Commit what is queued, then stop the threads and close the connections."""
+        if self._closed:
+            return
+        self._closed = True
+        self._jobs.put(_STOP)
+        self._thread.join()
+        self._reader.submit(self._reader_conn.close).result()
+        self._reader.shutdown()
