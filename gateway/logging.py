@@ -17,12 +17,13 @@ import dataclasses
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import IO, Any, Final
 
 import structlog
-from codec.errors import mask_pan
 from structlog.typing import EventDict, Processor, WrappedLogger
+
+from codec.errors import mask_pan
 
 __all__ = [
     "ISO_SENSITIVE_FIELDS", "REDACTED", "SENSITIVE_KEYS", "configure_logging", "get_logger",
@@ -88,7 +89,7 @@ def _mask_run(run: str) -> str:
     if len(run) <= 19 and run.isdigit():
         return mask_pan(run) if _looks_like_pan(run) else run
     groups = _GROUP_SEP_RE.split(run)
-    seps = _GROUP_SEP_RE.findall(run) + [""]
+    seps = [*_GROUP_SEP_RE.findall(run), ""]
     out: list[str] = []
     i = 0
     while i < len(groups):

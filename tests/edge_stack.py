@@ -1,0 +1,64 @@
+"""Test helper: the tokenization stack (software HSM, SQLite store, vault, intake) and
+the HTTP edge served on a real loopback socket."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aiohttp import web
+
+from gateway.edge import create_app
+from gateway.intake import CardIntake, IntakePolicy
+from gateway.merchants import DEMO, MerchantDirectory
+from gateway.store.sqlite import SqliteDatabase
+from gateway.vault import SqliteVaultStore, Vault
+from hsm_sim import Hsm, SoftwareHsm
+
+
+@dataclass
+class Stack:
+    data_dir: Path
+    hsm: Hsm
+    db: SqliteDatabase
+    vault: Vault
+    intake: CardIntake
+    merchants: MerchantDirectory = field(default_factory=lambda: MerchantDirectory.from_data(DEMO))
+
+    @property
+    def jwk(self) -> dict[str, object]:
+        key: dict[str, object] = self.hsm.jwks()["keys"][0]
+        return key
+
+    def close(self) -> None:
+        self.db.close()
+        self.hsm.close()
+
+
+def build(data_dir: Path, *, hsm: Hsm | None = None, policy: IntakePolicy | None = None,
+          clock: Callable[[], float] | None = None) -> Stack:
+    hsm = hsm or SoftwareHsm(data_dir / "hsm", environ={})
+    db = SqliteDatabase(data_dir / "paygate.db")
+    vault = Vault(hsm, SqliteVaultStore(db))
+    kwargs = {"clock": clock} if clock else {}
+    intake = CardIntake(hsm, vault, policy=policy, **kwargs)
+    return Stack(data_dir, hsm, db, vault, intake)
+
+
+@contextlib.asynccontextmanager
+async def serve(stack: Stack, **app_options: int) -> AsyncIterator[str]:
+    """Serve the edge on 127.0.0.1 (a free port); yields its base URL."""
+    app = create_app(stack.intake, stack.hsm, stack.merchants, **app_options)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    server = site._server
+    assert server is not None
+    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
