@@ -59,7 +59,7 @@ class FramingError(ValueError):
         return (self.__class__, (self.msg, self.offset))
 
 
-class IncompleteFrame(FramingError):  # noqa: N818 -- name fixed by the API
+class IncompleteFrame(FramingError):
     """The stream ended inside a frame.
 
     ``expected`` is the frame's size as far as known (``header_len`` while the

@@ -52,7 +52,7 @@ def luhn_digit(partial: str) -> str:
 def brand_of(pan: str) -> str | None:
     """The card brand from the leading digits and the length, or ``None``.
 
-    Discover's 622126–622925 range is co-branded with UnionPay; it is checked
+    Discover's 622126-622925 range is co-branded with UnionPay; it is checked
     first, so those cards are reported as Discover (as Discover routes them).
     """
     for brand, ranges, lengths, _cvc in _BRANDS:
@@ -106,5 +106,5 @@ class Card:
 
     __str__ = __repr__
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> str:
         raise TypeError("a Card in clear is not picklable")

@@ -57,6 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     init.set_defaults(func=_pki_init)
     from netsim.cli import register as register_netsim
     register_netsim(sub)
+    from gateway.edge.cli import register as register_edge
+    register_edge(sub)
+    from hsm_sim.cli import register as register_hsm
+    register_hsm(sub)
     return parser
 
 

@@ -133,3 +133,30 @@ def open_compact(hsm: Hsm, jwe: CompactJwe) -> bytes:
         raise UnsupportedJwe(f"'alg' {jwe.alg} is not supported by this gateway") from None
     except DecryptError:
         raise UndecryptableJwe("the JWE could not be decrypted") from None
+
+
+def encrypt_compact(plaintext: bytes, jwk: dict[str, Any], alg: str | None = None) -> str:
+    """Encrypt to a JWK as the iframe SDK does (for tools, the demo and benchmarks).
+
+    The browser does this with WebCrypto; the gateway itself never needs to.
+    """
+    import os
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from hsm_sim.jwk import public_key_from_jwk
+
+    chosen = alg or str(jwk.get("alg", "RSA-OAEP-256"))
+    header = json.dumps({"alg": chosen, "enc": JWE_ENC, "kid": jwk["kid"]},
+                        separators=(",", ":")).encode()
+    protected = base64.urlsafe_b64encode(header).rstrip(b"=")
+    digest = hashes.SHA256() if chosen == "RSA-OAEP-256" else hashes.SHA1()
+    cek, iv = os.urandom(32), os.urandom(12)
+    wrapped = public_key_from_jwk(jwk).encrypt(
+        cek, padding.OAEP(mgf=padding.MGF1(digest), algorithm=digest, label=None))
+    sealed = AESGCM(cek).encrypt(iv, plaintext, protected)
+    parts = [protected] + [base64.urlsafe_b64encode(p).rstrip(b"=")
+                           for p in (wrapped, iv, sealed[:-16], sealed[-16:])]
+    return b".".join(parts).decode("ascii")

@@ -1,8 +1,8 @@
 """The PKCS#11 HSM backend, built on python-pkcs11 and tested against SoftHSM2 2.6.1.
 
-Objects on the token (all ``CKA_TOKEN``; keys ``CKA_PRIVATE``, ``CKA_SENSITIVE``
-and not ``CKA_EXTRACTABLE``; data objects ``CKA_PRIVATE``, so only a logged-in
-user sees them):
+Objects on the token (all ``CKA_TOKEN`` and, but for public keys, ``CKA_PRIVATE``:
+only a logged-in user sees them; secret and private keys are ``CKA_SENSITIVE``
+and not ``CKA_EXTRACTABLE``):
 
 * ``paygate-jwe-<kid>`` (``CKA_ID`` = kid): an RSA-2048 key pair per JWE key;
   the private key may only ``DECRYPT`` / ``UNWRAP``.
@@ -48,8 +48,9 @@ process-wide :data:`_LOCK`, on one long-lived logged-in read/write session per
 token opened by the constructor. Instances on the same token share that session
 (counted; the last ``close()`` closes it and logs out, as PKCS#11 login is per
 application and token). Safe from any number of threads; serial on the token.
-Before a key change, and when a kid or DEK version is unknown, an instance
-re-reads the keyring, so instances on the same token stay in step.
+``jwks()``, ``keys()``, key changes and lookups of an unknown kid or DEK
+version re-read the keyring, and ``seal`` / ``health`` do at most once a second,
+so instances on one token, in this process or another, stay in step.
 """
 
 from __future__ import annotations
@@ -62,30 +63,15 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol, TypeVar, cast
 
 import pkcs11
-from pkcs11 import (
-    MGF,
-    Attribute,
-    GCMParams,
-    KeyType,
-    Mechanism,
-    MechanismFlag,
-    ObjectClass,
-    Session,
-)
-from pkcs11.exceptions import (
-    MultipleTokensReturned,
-    NoSuchToken,
-    PinIncorrect,
-    PinLocked,
-    PKCS11Error,
-)
+from pkcs11 import MGF, Attribute, GCMParams, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11.exceptions import PKCS11Error
 
 from hsm_sim.interface import (
     JWE_ENC,
@@ -112,9 +98,11 @@ _FORMAT: Final = 1
 _CEK_LEN: Final = 32
 _OAEP_SHA1: Final = (Mechanism.SHA_1, MGF.SHA1, None)
 _KW_OVERHEAD: Final = 8                     # RFC 3394 adds one 64-bit block
+_RESYNC_SECONDS: Final = 1.0
 
 #: The one lock around every call into a token (SoftHSM is not thread-safe here).
 _LOCK: Final = threading.Lock()
+_T = TypeVar("_T")
 
 
 class _P11Key(Protocol):
@@ -141,12 +129,10 @@ def dek_label(version: int) -> str:
     return f"paygate-dek-v{version}"
 
 
-def _session_template(**extra: Any) -> dict[Attribute, Any]:
-    """A session (not token) secret: private, sensitive, plus ``extra``."""
-    template = {Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
-                Attribute.EXTRACTABLE: False}
-    template.update({getattr(Attribute, k): v for k, v in extra.items()})
-    return template
+def _session_template(*, extractable: bool = False) -> dict[Attribute, Any]:
+    """A session (not token) secret: private, sensitive, extractable only if asked."""
+    return {Attribute.TOKEN: False, Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
+            Attribute.EXTRACTABLE: extractable}
 
 
 _TOKEN_SECRET: Final = {Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
@@ -203,7 +189,7 @@ class _JweKey:
 class _Login:
     """One logged-in session on one token, shared by the instances that opened it."""
 
-    session: Session
+    session: pkcs11.Session
     pin_digest: bytes = field(repr=False)
     refs: int = 1
 
@@ -220,13 +206,12 @@ def _login(module: str, label: str, pin: str) -> tuple[tuple[str, bytes], _Login
     try:
         lib = pkcs11.lib(module)
     except (PKCS11Error, OSError) as exc:
-        raise KeyStoreError(f"cannot load the PKCS#11 module {module}: "
-                            f"{type(exc).__name__}") from None
+        raise KeyStoreError(f"cannot load the PKCS#11 module {module}: {exc}") from None
     try:
         token = lib.get_token(token_label=label)
-    except NoSuchToken:
+    except pkcs11.NoSuchToken:
         raise KeyStoreError(f"no PKCS#11 token labelled {label!r} in {module}") from None
-    except MultipleTokensReturned:
+    except pkcs11.MultipleTokensReturned:
         raise KeyStoreError(f"more than one PKCS#11 token labelled {label!r}") from None
     except PKCS11Error as exc:
         raise KeyStoreError(f"cannot list the tokens of {module}: {type(exc).__name__}") from None
@@ -240,10 +225,9 @@ def _login(module: str, label: str, pin: str) -> tuple[tuple[str, bytes], _Login
         return key, shared
     try:
         session = token.open(rw=True, user_pin=pin)
-    except PinIncorrect:
-        raise KeyStoreError(f"login to PKCS#11 token {label!r} failed: incorrect PIN") from None
-    except PinLocked:
-        raise KeyStoreError(f"login to PKCS#11 token {label!r} failed: PIN locked") from None
+    except (pkcs11.PinIncorrect, pkcs11.PinLocked) as exc:
+        why = "incorrect PIN" if isinstance(exc, pkcs11.PinIncorrect) else "PIN locked"
+        raise KeyStoreError(f"login to PKCS#11 token {label!r} failed: {why}") from None
     except PKCS11Error as exc:
         raise KeyStoreError(f"cannot log in to PKCS#11 token {label!r}: "
                             f"{type(exc).__name__}") from None
@@ -263,11 +247,30 @@ def _logout(key: tuple[str, bytes]) -> None:
             shared.session.close()
 
 
+def _activate(entries: dict[Any, _Entry], key_id: str | int) -> None:
+    for entry in entries.values():
+        if entry.status == "active":
+            entry.status = "decrypt-only"
+    entries[key_id] = _Entry("active", int(time.time()))
+
+
+def _retire(entries: dict[Any, _Entry], active: object, kind: str, key_id: str | int,
+            name: str) -> None:
+    entry = entries.get(key_id)
+    if entry is None or entry.status == "retired":
+        raise KeyNotFound(kind, key_id)
+    if key_id == active:
+        raise KeyStoreError(f"the active {name} cannot be retired; rotate first")
+    entry.status = "retired"
+
+
 class Pkcs11Hsm:
     """The HSM on a PKCS#11 token. Thread-safe: every token call takes :data:`_LOCK`."""
 
     backend = "pkcs11"
     jwe_algorithms: frozenset[str] = frozenset({JWE_ALG})
+    _kek: _P11Key               # the KEK (token)
+    _fp: _P11Key                # the fingerprint HMAC key (token)
 
     def __init__(self, module: str | Path, token_label: str, pin: str) -> None:
         self._label = token_label
@@ -276,6 +279,8 @@ class Pkcs11Hsm:
         self._ring = _Ring()
         self._jwe: dict[str, _JweKey] = {}          # live (not retired) JWE keys
         self._deks: dict[int, _P11Key] = {}         # live DEKs, as session keys
+        self._probe: _P11Key | None = None          # session key that only measures CEKs
+        self._synced = 0.0                          # time.monotonic() of the last _sync
         with _LOCK:
             self._login_key, login = _login(self._module, token_label, pin)
             self._session = login.session
@@ -311,6 +316,12 @@ class Pkcs11Hsm:
                                            Attribute.LABEL: label})
         return [cast(_P11Key, obj) for obj in found]
 
+    def _store(self, label: str, value: bytes) -> None:
+        """A new private data object on the token."""
+        self._session.create_object({
+            Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
+            Attribute.LABEL: label, Attribute.APPLICATION: APPLICATION, Attribute.VALUE: value})
+
     def _one(self, object_class: ObjectClass, label: str) -> _P11Key:
         found = self._objects(object_class, label)
         if len(found) != 1:
@@ -319,10 +330,11 @@ class Pkcs11Hsm:
         return found[0]
 
     def _release(self) -> None:
-        for key in [*self._deks.values(), *([self._probe] if hasattr(self, "_probe") else [])]:
+        for key in [*self._deks.values(), *([self._probe] if self._probe else [])]:
             with suppress(PKCS11Error):
                 key.destroy()
         self._deks.clear()
+        self._probe = None
         self._jwe.clear()
         self._closed = True
         _logout(self._login_key)
@@ -331,6 +343,8 @@ class Pkcs11Hsm:
         self._probe = cast(_P11Key, self._session.generate_key(
             KeyType.AES, 256, capabilities=MechanismFlag.WRAP, template=_session_template()))
         if self._objects(ObjectClass.DATA, KEYRING_LABEL):
+            self._kek = self._one(ObjectClass.SECRET_KEY, KEK_LABEL)
+            self._fp = self._one(ObjectClass.SECRET_KEY, FINGERPRINT_LABEL)
             self._sync()
             return
         for label in (KEK_LABEL, FINGERPRINT_LABEL):
@@ -366,10 +380,11 @@ class Pkcs11Hsm:
 
     def _sync(self) -> None:
         """Re-read the keyring and load (or drop) keys to match it."""
-        ring = self._read_ring()
-        if not hasattr(self, "_kek"):
-            self._kek = self._one(ObjectClass.SECRET_KEY, KEK_LABEL)
-            self._fp = self._one(ObjectClass.SECRET_KEY, FINGERPRINT_LABEL)
+        self._load(self._read_ring())
+        self._synced = time.monotonic()
+
+    def _load(self, ring: _Ring) -> None:
+        """Load the live keys of ``ring`` that are not loaded yet, drop the retired ones."""
         for kid, entry in ring.jwe.items():
             if entry.status == "retired":
                 self._jwe.pop(kid, None)
@@ -383,7 +398,8 @@ class Pkcs11Hsm:
             if entry.status == "retired":
                 dek = self._deks.pop(version, None)
                 if dek is not None:
-                    dek.destroy()
+                    with suppress(PKCS11Error):
+                        dek.destroy()
             elif version not in self._deks:
                 wrapped = bytes(self._one(ObjectClass.DATA, dek_label(version))[Attribute.VALUE])
                 self._deks[version] = self._unwrap_dek(wrapped)
@@ -393,13 +409,28 @@ class Pkcs11Hsm:
         """Persist ``ring`` as the next generation, then make it current."""
         old = self._objects(ObjectClass.DATA, KEYRING_LABEL)
         ring.generation = max(ring.generation, self._ring.generation) + 1
-        self._session.create_object({
-            Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
-            Attribute.LABEL: KEYRING_LABEL, Attribute.APPLICATION: APPLICATION,
-            Attribute.VALUE: ring.to_json()})
+        self._store(KEYRING_LABEL, ring.to_json())
         for obj in old:
             obj.destroy()
         self._ring = ring
+
+    def _change(self, what: str, apply: Callable[[_Ring], _T]) -> _T:
+        """Apply a key change to a fresh copy of the keyring, persist it, load it."""
+        with self._token(what, KeyStoreError):
+            self._sync()
+            ring = copy.deepcopy(self._ring)
+            try:
+                result = apply(ring)
+                self._write(ring)
+            except BaseException:   # forget keys made for a change that did not persist
+                for version in set(self._deks) - set(self._ring.deks):
+                    with suppress(PKCS11Error):
+                        self._deks.pop(version).destroy()
+                for kid in set(self._jwe) - set(self._ring.jwe):
+                    del self._jwe[kid]
+                raise
+            self._load(ring)
+            return result
 
     def _unwrap_dek(self, wrapped: bytes) -> _P11Key:
         try:
@@ -423,10 +454,7 @@ class Pkcs11Hsm:
         self._jwe[kid] = _JweKey(cast(_P11Key, private),
                                  int.from_bytes(public[Attribute.MODULUS], "big"),
                                  int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"))
-        for entry in ring.jwe.values():
-            if entry.status == "active":
-                entry.status = "decrypt-only"
-        ring.jwe[kid] = _Entry("active", now)
+        _activate(ring.jwe, kid)
         ring.active_kid = kid
         return kid
 
@@ -436,56 +464,42 @@ class Pkcs11Hsm:
             orphan.destroy()        # left by a rotation that never reached the keyring
         fresh = cast(_P11Key, self._session.generate_key(
             KeyType.AES, 256, capabilities=MechanismFlag.ENCRYPT | MechanismFlag.DECRYPT,
-            template=_session_template(EXTRACTABLE=True)))
+            template=_session_template(extractable=True)))
         try:
             wrapped = self._kek.wrap_key(fresh, mechanism=Mechanism.AES_KEY_WRAP)
         finally:
             fresh.destroy()
-        self._session.create_object({
-            Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: True, Attribute.PRIVATE: True,
-            Attribute.LABEL: dek_label(version), Attribute.APPLICATION: APPLICATION,
-            Attribute.VALUE: wrapped})
+        self._store(dek_label(version), wrapped)
         self._deks[version] = self._unwrap_dek(wrapped)
-        for entry in ring.deks.values():
-            if entry.status == "active":
-                entry.status = "decrypt-only"
-        ring.deks[version] = _Entry("active", int(time.time()))
+        _activate(ring.deks, version)
         ring.active_dek = version
         return version
 
-    def _jwe_key(self, kid: str) -> _JweKey:
-        if kid not in self._jwe:
+    def _lookup(self, cache: dict[Any, _T], kind: str, key_id: str | int) -> _T:
+        if key_id not in cache:
             self._sync()            # another instance on this token may have rotated
-        key = self._jwe.get(kid)
-        if key is None:
-            raise KeyNotFound("jwe", kid)
-        return key
-
-    def _dek(self, version: int) -> _P11Key:
-        if version not in self._deks:
-            self._sync()
-        dek = self._deks.get(version)
-        if dek is None:
-            raise KeyNotFound("dek", version)
-        return dek
+        if key_id not in cache:
+            raise KeyNotFound(kind, key_id)
+        return cache[key_id]
 
     def _open_cek(self, private: _P11Key, encrypted_key: bytes, iv: bytes, data: bytes,
                   aad: bytes) -> bytes:
         """RSA-OAEP-unwrap the CEK into a session key, check it is 32 bytes, lock it
         against extraction, AES-GCM-decrypt on the token, destroy it."""
         cek: _P11Key | None = None
+        assert self._probe is not None
         try:
             cek = cast(_P11Key, private.unwrap_key(
                 ObjectClass.SECRET_KEY, KeyType.AES, encrypted_key,
                 mechanism=Mechanism.RSA_PKCS_OAEP, mechanism_param=_OAEP_SHA1,
-                capabilities=MechanismFlag.DECRYPT, template=_session_template(EXTRACTABLE=True)))
+                capabilities=MechanismFlag.DECRYPT, template=_session_template(extractable=True)))
             if len(self._probe.wrap_key(cek, mechanism=Mechanism.AES_KEY_WRAP)) != (
                     _CEK_LEN + _KW_OVERHEAD):
                 raise DecryptError()
             cek[Attribute.EXTRACTABLE] = False
             return cek.decrypt(data, mechanism=Mechanism.AES_GCM,
                                mechanism_param=GCMParams(iv, aad, TAG_LEN * 8))
-        except PKCS11Error:
+        except (PKCS11Error, ValueError):
             raise DecryptError() from None
         finally:
             if cek is not None:
@@ -493,6 +507,8 @@ class Pkcs11Hsm:
                     cek.destroy()
 
     def _seal(self, plaintext: bytes, aad: bytes) -> Sealed:
+        if time.monotonic() - self._synced >= _RESYNC_SECONDS:
+            self._sync()            # pick up a DEK rotation made elsewhere
         version = self._ring.active_dek
         nonce = self._session.generate_random(NONCE_LEN * 8)
         sealed = self._deks[version].encrypt(
@@ -501,7 +517,7 @@ class Pkcs11Hsm:
         return Sealed(version, nonce + sealed)
 
     def _unseal(self, sealed: Sealed, aad: bytes) -> bytes:
-        dek = self._dek(sealed.key_version)
+        dek = self._lookup(self._deks, "dek", sealed.key_version)
         blob = bytes(sealed.blob)
         if len(blob) < NONCE_LEN + TAG_LEN:
             raise DecryptError()
@@ -509,12 +525,13 @@ class Pkcs11Hsm:
             return dek.decrypt(blob[NONCE_LEN:], mechanism=Mechanism.AES_GCM,
                                mechanism_param=GCMParams(blob[:NONCE_LEN], bytes(aad),
                                                          TAG_LEN * 8))
-        except PKCS11Error:
+        except (PKCS11Error, ValueError):
             raise DecryptError() from None
 
     # -- the interface ---------------------------------------------------------------
     def jwks(self) -> dict[str, Any]:
         with self._token("JWKS"):
+            self._sync()
             live = [(kid, key, self._ring.jwe[kid]) for kid, key in self._jwe.items()
                     if kid in self._ring.jwe and self._ring.jwe[kid].status != "retired"]
             live.sort(key=lambda t: (t[0] != self._ring.active_kid, -t[2].created))
@@ -524,7 +541,7 @@ class Pkcs11Hsm:
     def open_jwe(self, kid: str, alg: str, encrypted_key: bytes, iv: bytes,
                  ciphertext: bytes, tag: bytes, aad: bytes) -> bytes:
         with self._token("JWE decryption"):
-            key = self._jwe_key(kid)
+            key = self._lookup(self._jwe, "jwe", kid)
             if alg not in self.jwe_algorithms:
                 raise UnsupportedAlgorithm(alg, self.backend)
             if len(iv) != NONCE_LEN:
@@ -551,51 +568,22 @@ class Pkcs11Hsm:
             return self._session.generate_random(n * 8) if n else b""
 
     def rotate_jwe_key(self) -> str:
-        with self._token("JWE key rotation", KeyStoreError):
-            self._sync()
-            ring = copy.deepcopy(self._ring)
-            kid = self._new_jwe_key(ring)
-            self._write(ring)
-            return kid
+        return self._change("JWE key rotation", self._new_jwe_key)
 
     def rotate_dek(self) -> int:
-        with self._token("DEK rotation", KeyStoreError):
-            self._sync()
-            ring = copy.deepcopy(self._ring)
-            version = self._new_dek(ring)
-            self._write(ring)
-            return version
+        return self._change("DEK rotation", self._new_dek)
 
     def retire_jwe_key(self, kid: str) -> None:
-        with self._token("JWE key retirement", KeyStoreError):
-            self._sync()
-            entry = self._ring.jwe.get(kid)
-            if entry is None or entry.status == "retired":
-                raise KeyNotFound("jwe", kid)
-            if kid == self._ring.active_kid:
-                raise KeyStoreError("the active JWE key cannot be retired; rotate first")
-            ring = copy.deepcopy(self._ring)
-            ring.jwe[kid].status = "retired"
-            self._write(ring)
-            self._jwe.pop(kid, None)
+        self._change("JWE key retirement",
+                     lambda ring: _retire(ring.jwe, ring.active_kid, "jwe", kid, "JWE key"))
 
     def retire_dek(self, version: int) -> None:
-        with self._token("DEK retirement", KeyStoreError):
-            self._sync()
-            entry = self._ring.deks.get(version)
-            if entry is None or entry.status == "retired":
-                raise KeyNotFound("dek", version)
-            if version == self._ring.active_dek:
-                raise KeyStoreError("the active DEK cannot be retired; rotate first")
-            ring = copy.deepcopy(self._ring)
-            ring.deks[version].status = "retired"
-            self._write(ring)
-            dek = self._deks.pop(version, None)
-            if dek is not None:
-                dek.destroy()
+        self._change("DEK retirement",
+                     lambda ring: _retire(ring.deks, ring.active_dek, "dek", version, "DEK"))
 
     def keys(self) -> list[KeyInfo]:
         with self._token("key listing"):
+            self._sync()
             ring = self._ring
             out = [KeyInfo("jwe", kid, e.status, e.created, JWE_ALG)  # type: ignore[arg-type]
                    for kid, e in ring.jwe.items()]

@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.edge import create_app
+from gateway.edge.server import bound_port
 from gateway.intake import CardIntake, IntakePolicy
 from gateway.merchants import DEMO, MerchantDirectory
 from gateway.store.sqlite import SqliteDatabase
@@ -42,8 +43,8 @@ def build(data_dir: Path, *, hsm: Hsm | None = None, policy: IntakePolicy | None
     hsm = hsm or SoftwareHsm(data_dir / "hsm", environ={})
     db = SqliteDatabase(data_dir / "paygate.db")
     vault = Vault(hsm, SqliteVaultStore(db))
-    kwargs = {"clock": clock} if clock else {}
-    intake = CardIntake(hsm, vault, policy=policy, **kwargs)
+    intake = (CardIntake(hsm, vault, policy=policy, clock=clock) if clock
+              else CardIntake(hsm, vault, policy=policy))
     return Stack(data_dir, hsm, db, vault, intake)
 
 
@@ -55,9 +56,8 @@ async def serve(stack: Stack, **app_options: int) -> AsyncIterator[str]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = bound_port(site, 0)
+    assert port
     try:
         yield f"http://127.0.0.1:{port}"
     finally:

@@ -28,7 +28,7 @@ MAX_BODY: Final = 16 * 1024
 log = structlog.get_logger("gateway.edge")
 
 INTAKE: Final = web.AppKey("intake", CardIntake)
-HSM: Final = web.AppKey("hsm", Hsm)  # type: ignore[type-abstract]
+HSM: Final = web.AppKey("hsm", Hsm)
 MERCHANTS: Final = web.AppKey("merchants", MerchantDirectory)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

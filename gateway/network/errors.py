@@ -67,11 +67,11 @@ class NetworkError(Exception):
         return (_rebuild, (type(self), self.reason, self.mti, self.terminal_id, self.stan))
 
 
-class OutcomeUnknown(NetworkError):  # noqa: N818 -- name fixed by the API
+class OutcomeUnknown(NetworkError):
     """The request may have reached the network; its outcome is not known."""
 
 
-class NotSent(NetworkError):  # noqa: N818 -- name fixed by the API
+class NotSent(NetworkError):
     """The request definitely did not reach the network; it is safe to retry."""
 
 

@@ -3,7 +3,7 @@ vault's store interface. See ``gateway.vault.vault`` for the rules."""
 
 from gateway.vault.cvc import CvcCache
 from gateway.vault.store import Replayed, SqliteVaultStore, VaultEntry, VaultStore
-from gateway.vault.vault import NetworkCard, TokenNotFound, Tokenized, Vault, VaultFull
+from gateway.vault.vault import NetworkCard, Tokenized, TokenNotFound, Vault, VaultFull
 
 __all__ = ["CvcCache", "NetworkCard", "Replayed", "SqliteVaultStore", "TokenNotFound",
            "Tokenized", "Vault", "VaultEntry", "VaultFull", "VaultStore"]

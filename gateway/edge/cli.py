@@ -1,0 +1,43 @@
+"""``paygate edge serve``: the tokenization edge on its own (``paygate up`` will
+run it beside the gRPC service)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+
+def register(sub: Any) -> None:
+    edge = sub.add_parser("edge", help="the HTTP edge for the iframe SDK (JWKS, tokens)")
+    edge_sub = edge.add_subparsers(dest="edge_command", metavar="EDGE_COMMAND", required=True)
+    serve = edge_sub.add_parser("serve", help="serve /v1/keys and /v1/tokens")
+    serve.add_argument("--data-dir", type=Path, default=Path("var"),
+                       help="store, HSM key store (software HSM) and logs (default: var)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--port-file", type=Path, help="write the bound port here")
+    serve.add_argument("--merchants", type=Path,
+                       help="merchant directory (JSON); default: the demo merchants")
+    serve.add_argument("--hsm-threads", type=int, default=None,
+                       help="threads for HSM calls (default: one per core for the software "
+                            "HSM, 1 for PKCS#11; 0 = on the event loop)")
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--json-logs", action="store_true", help="one JSON object per line")
+    serve.set_defaults(func=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from gateway.edge.server import build_tokenization, load_merchants, serve
+    from gateway.logging import configure_logging
+
+    configure_logging(args.log_level, json=args.json_logs)
+    merchants = load_merchants(args.merchants)
+    tokenization = build_tokenization(args.data_dir, hsm_threads=args.hsm_threads)
+    try:
+        asyncio.run(serve(tokenization, merchants, args.host, args.port,
+                          port_file=args.port_file))
+    finally:
+        tokenization.close()
+    return 0

@@ -1,0 +1,100 @@
+"""Running the HTTP edge as a process: build the tokenization stack from a data
+directory (HSM, store, vault, intake), serve it, stop cleanly on SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.edge.app import create_app
+from gateway.intake import CardIntake, IntakePolicy
+from gateway.merchants import DEMO, MerchantDirectory
+from gateway.store.sqlite import SqliteDatabase
+from gateway.vault import SqliteVaultStore, Vault
+from hsm_sim.config import HsmConfig, open_hsm
+from hsm_sim.interface import Hsm
+
+log = structlog.get_logger("gateway.edge")
+
+
+@dataclass
+class Tokenization:
+    """The pieces behind the edge, built from one data directory."""
+
+    hsm: Hsm
+    db: SqliteDatabase
+    vault: Vault
+    intake: CardIntake
+    executor: ThreadPoolExecutor
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+        self.db.close()
+        self.hsm.close()
+
+
+def build_tokenization(data_dir: Path, hsm: Hsm | None = None, *,
+                       policy: IntakePolicy | None = None,
+                       hsm_threads: int | None = None) -> Tokenization:
+    """Open (or create) the HSM, the store ``paygate.db`` and the vault under ``data_dir``.
+
+    HSM calls run on ``hsm_threads`` threads (default: one per core for the
+    software HSM, which releases the GIL in RSA; one for PKCS#11, which is
+    serialised anyway) so that the event loop never waits on a decrypt;
+    ``hsm_threads=0`` decrypts on the event loop itself (cheapest on one core).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    hsm = hsm or open_hsm(HsmConfig.from_env(data_dir / "hsm"))
+    if hsm_threads is None:
+        hsm_threads = (os.cpu_count() or 1) if hsm.backend == "software" else 1
+    executor = ThreadPoolExecutor(max(hsm_threads, 1), thread_name_prefix="hsm")
+    db = SqliteDatabase(data_dir / "paygate.db")
+    vault = Vault(hsm, SqliteVaultStore(db))
+    intake = CardIntake(hsm, vault, policy=policy,
+                        executor=executor if hsm_threads > 0 else None)
+    return Tokenization(hsm, db, vault, intake, executor)
+
+
+async def serve(tokenization: Tokenization, merchants: MerchantDirectory, host: str,
+                port: int, *, port_file: Path | None = None,
+                stop: asyncio.Event | None = None) -> None:
+    """Serve the edge until ``stop`` is set (or SIGINT/SIGTERM)."""
+    app = create_app(tokenization.intake, tokenization.hsm, merchants)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    bound = bound_port(site, port)
+    if port_file:
+        port_file.write_text(f"{bound}\n")
+    log.info("edge_listening", url=f"http://{host}:{bound}", hsm=tokenization.hsm.backend)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await runner.cleanup()
+        log.info("edge_stopped")
+
+
+def bound_port(site: web.TCPSite, default: int) -> int:
+    """The port a site listens on (useful with port 0)."""
+    server: Any = site._server
+    sockets = getattr(server, "sockets", None)
+    return int(sockets[0].getsockname()[1]) if sockets else default
+
+
+def load_merchants(path: Path | None) -> MerchantDirectory:
+    return MerchantDirectory.load(path) if path else MerchantDirectory.from_data(DEMO)
