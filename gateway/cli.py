@@ -1,10 +1,11 @@
 """The ``paygate`` command line: one entry point, one subcommand per job.
 
-``paygate demo`` encodes, decodes and pretty-prints a realistic authorization
-(0100) and its reply (0110) in the network dialect, with the PAN masked;
+``paygate demo`` runs the main job on embedded defaults (``gateway.demo``);
 ``paygate pki init`` writes development certificates for mutual TLS;
-``paygate netsim ...`` runs the network simulator (``netsim.cli``). Later
-issues add ``up``, ``reconcile`` and ``certify``.
+``paygate netsim ...`` runs the network simulator (``netsim.cli``);
+``paygate edge serve`` the tokenization edge (``gateway.edge.cli``);
+``paygate hsm ...`` operates the HSM's keys (``hsm_sim.cli``). Later issues add
+``up``, ``reconcile`` and ``certify``.
 """
 
 from __future__ import annotations
@@ -18,24 +19,9 @@ from gateway import __version__
 
 
 def _demo(_args: argparse.Namespace) -> int:
-    import codec
-    from codec import examples, framing, specs
+    from gateway.demo import run
 
-    spec = codec.load_spec(specs.network, "network")
-    print(f"paygate {__version__} - ISO 8583 codec demo (implementation: "
-          f"{codec.IMPLEMENTATION})\n")
-    for title, doc in (("Authorization request", examples.auth_request()),
-                       ("Authorization response", examples.auth_response())):
-        wire = codec.encode(doc, spec)
-        frame = framing.frame(wire)
-        decoded = codec.decode(wire, spec)
-        same = all(decoded[k] == v for k, v in doc.items())
-        print(f"== {title} {doc['t']}: {len(wire)} bytes on the wire, "
-              f"{len(frame)} framed (2-byte length header {frame[:2].hex()}); "
-              f"decode(encode(x)) == x: {same}")
-        print(codec.describe(decoded, spec))
-        print()
-    return 0
+    return run()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"paygate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="encode, decode and pretty-print a sample 0100/0110")
+    demo = sub.add_parser("demo", help="the codec on a sample 0100/0110, then a card "
+                                       "tokenized through the HTTP edge")
     demo.set_defaults(func=_demo)
     pki = sub.add_parser("pki", help="development certificates for mutual TLS")
     pki_sub = pki.add_subparsers(dest="pki_command", metavar="PKI_COMMAND", required=True)

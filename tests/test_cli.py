@@ -1,4 +1,4 @@
-"""The `paygate` console script: --version, --help and the codec demo."""
+"""The `paygate` console script: --version, --help, the demo, pki and hsm commands."""
 
 from __future__ import annotations
 
@@ -46,6 +46,39 @@ def test_demo_round_trips_and_masks_the_pan() -> None:
     assert "424242******4242" in out
     assert "4242424242424242" not in out
     assert "9F26" in out  # field 55 is unfolded into EMV tags
+
+
+def test_demo_tokenizes_a_card_through_the_edge() -> None:
+    """The demo's second part gets a token for the test Visa, refuses a mistyped number,
+    and finds no clear PAN in its data dir."""
+    proc = _run("demo")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "POST /v1/tokens (a test Visa, encrypted client-side) -> 200" in out
+    assert "-> 422 {'code': 'incorrect_number'}" in out
+    assert "PAN in clear in none of them" in out and "paygate.db" in out
+
+
+def test_hsm_commands_list_rotate_and_retire(tmp_path: Path) -> None:
+    """`paygate hsm` lists keys, rotates the JWE key and DEK, retires the old kid, and
+    refuses to retire the active one."""
+    def hsm(*args: str) -> subprocess.CompletedProcess[str]:
+        return _run("hsm", "--data-dir", str(tmp_path), *args)
+    assert hsm("health").returncode == 0
+    first = hsm("keys").stdout
+    old_kid = next(line.split()[1] for line in first.splitlines() if line.startswith("jwe "))
+    rotated = hsm("rotate-jwe")
+    assert rotated.returncode == 0 and "new active kid" in rotated.stdout
+    new_kid = rotated.stdout.split()[-1]
+    assert hsm("rotate-dek").stdout.strip() == "new active DEK v2"
+    refused = hsm("retire-jwe", new_kid)
+    assert refused.returncode == 1 and "rotate first" in refused.stdout
+    assert hsm("retire-jwe", old_kid).returncode == 0
+    listing = hsm("keys").stdout
+    assert f"{old_kid}" in listing and "retired" in listing
+    import json
+    kids = [k["kid"] for k in json.loads(hsm("jwks").stdout)["keys"]]
+    assert kids == [new_kid]
 
 
 def test_pki_init_writes_working_credentials(tmp_path: Path) -> None:

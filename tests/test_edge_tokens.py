@@ -274,3 +274,33 @@ def test_the_window_is_configurable(tmp_path: Path) -> None:
         run_http(strict, scenario)
     finally:
         strict.close()
+
+
+def test_the_edge_tokenizes_through_softhsm(tmp_path: Path) -> None:
+    """On the PKCS#11 backend the JWKS offers RSA-OAEP, such a JWE tokenizes, and an
+    RSA-OAEP-256 one is refused as unsupported (SoftHSM 2.6.1 cannot do it)."""
+    from softhsm import make_token
+
+    from hsm_sim.pkcs11 import Pkcs11Hsm
+
+    token = make_token(tmp_path, "edge")
+    pkcs11_stack = edge_stack.build(tmp_path, hsm=Pkcs11Hsm(token.module, token.label,
+                                                            token.pin))
+    try:
+        async def scenario(call: Call) -> None:
+            status, _headers, text = await call("GET", "/v1/keys", key=None)
+            jwk = json.loads(text)["keys"][0]
+            assert status == 200 and jwk["alg"] == "RSA-OAEP"
+            status, _headers, text = await call(
+                "POST", "/v1/tokens", body={"encrypted_card": jwe_encoder.encrypt_card(jwk)})
+            assert status == 200, text
+            token_value = json.loads(text)["token"]
+            card = (await pkcs11_stack.vault.detokenize_for_network("acme", token_value)).card
+            assert card.pan == PAN
+            status, headers, text = await call("POST", "/v1/tokens", body={
+                "encrypted_card": jwe_encoder.encrypt_card(jwk, alg="RSA-OAEP-256")})
+            assert status == 400
+            assert problem_code(status, headers, text) == "unsupported_algorithm"
+        run_http(pkcs11_stack, scenario)
+    finally:
+        pkcs11_stack.close()
