@@ -66,6 +66,7 @@ setup(
         "gateway",
         "gateway.edge",
         "gateway.network",
+        "gateway.payments",
         "gateway.store",
         "gateway.vault",
         "hsm_sim",
