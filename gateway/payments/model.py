@@ -141,3 +141,20 @@ class Event:
     aggregate_id: str
     payload: dict[str, object]
     created: int
+
+
+@dataclass(frozen=True)
+class Change:
+    """What one decision of the state machine asks the store to write, atomically.
+
+    ``intent`` is the intent's new state; ``expected_version`` the version the
+    decision was made on (``None`` for a new intent): the store refuses the
+    change if the stored version differs. Attempts and refunds are upserted by
+    id; events are appended (numbered and hash-chained by the store).
+    """
+
+    intent: PaymentIntent
+    expected_version: int | None
+    attempts: tuple[Attempt, ...] = ()
+    refunds: tuple[Refund, ...] = ()
+    events: tuple[Event, ...] = ()
