@@ -48,6 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_edge(sub)
     from hsm_sim.cli import register as register_hsm
     register_hsm(sub)
+    from gateway.payments.cli import register as register_audit
+    register_audit(sub)
     return parser
 
 
