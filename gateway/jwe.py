@@ -24,7 +24,8 @@ from hsm_sim.interface import (
 )
 
 MAX_COMPACT_LEN: Final = 8192
-_B64URL: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+_B64URL: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_URL_TO_STD: Final = bytes.maketrans(b"-_", b"+/")
 _KNOWN_HEADERS: Final = frozenset({"alg", "enc", "kid", "typ", "cty"})
 
 
@@ -57,10 +58,11 @@ class UndecryptableJwe(JweError):
 def b64url_decode(part: str, what: str) -> bytes:
     """Strict unpadded base64url (RFC 7515 §2): no padding, no other characters."""
     raw = part.encode("ascii", "replace")
-    if not raw or not _B64URL.issuperset(raw) or len(raw) % 4 == 1:
+    # What is left after deleting every base64url character is what does not belong.
+    if not raw or len(raw) % 4 == 1 or raw.translate(None, _B64URL):
         raise MalformedJwe(f"the JWE {what} is not base64url")
     try:
-        return base64.urlsafe_b64decode(raw + b"=" * (-len(raw) % 4))
+        return binascii.a2b_base64(raw.translate(_URL_TO_STD) + b"=" * (-len(raw) % 4))
     except (binascii.Error, ValueError):
         raise MalformedJwe(f"the JWE {what} is not base64url") from None
 

@@ -23,21 +23,25 @@ def register(sub: Any) -> None:
     serve.add_argument("--hsm-threads", type=int, default=None,
                        help="threads for HSM calls (default: one per core for the software "
                             "HSM, 1 for PKCS#11; 0 = on the event loop)")
+    serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                       help="event loop (default: uvloop when installed, else asyncio's)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--json-logs", action="store_true", help="one JSON object per line")
     serve.set_defaults(func=_serve)
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.edge.server import build_tokenization, load_merchants, serve
+    from gateway.edge.server import build_tokenization, load_merchants, loop_factory, serve
     from gateway.logging import configure_logging
 
     configure_logging(args.log_level, json=args.json_logs)
     merchants = load_merchants(args.merchants)
+    factory = loop_factory(args.loop)
     tokenization = build_tokenization(args.data_dir, hsm_threads=args.hsm_threads)
     try:
-        asyncio.run(serve(tokenization, merchants, args.host, args.port,
-                          port_file=args.port_file))
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(tokenization, merchants, args.host, args.port,
+                             port_file=args.port_file))
     finally:
         tokenization.close()
     return 0

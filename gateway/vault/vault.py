@@ -87,13 +87,14 @@ class Vault:
         same transaction; a second use raises :class:`~gateway.vault.store.Replayed`.
         """
         hsm = self._hsm
-        fingerprint = hsm.fingerprint(card.pan.encode("ascii"))
+        pan = card.pan.encode("ascii")
+        fingerprint = hsm.fingerprint(pan)
         now = int(time.time())
         for _ in range(_DRAWS):
             token = make_token(card.pan, hsm.random)
             entry = VaultEntry(
                 token=token, merchant_id=merchant_id, fingerprint=fingerprint,
-                sealed=hsm.seal(card.pan.encode("ascii"), _pan_aad(merchant_id, token)),
+                sealed=hsm.seal(pan, _pan_aad(merchant_id, token)),
                 bin=card.bin, last4=card.last4, brand=card.brand, exp_month=card.exp_month,
                 exp_year=card.exp_year, created=now, updated=now)
             try:
