@@ -187,8 +187,8 @@ def main() -> int:
     print(f"tokenize benchmark ({args.backend} HSM): {args.requests} tokenizations per round, "
           f"{args.concurrency} in flight, edge on 1 core, load on another, "
           f"median of {args.rounds} interleaved rounds")
-    print(f"{'edge tokenizations/s':44} {statistics.median(edge_rates):10.0f}")
-    print(f"{'raw decrypts/s (' + peer + ')':44} {statistics.median(raw_rates):10.0f}")
+    print(f"edge tokenizations/s: {statistics.median(edge_rates):.0f}")
+    print(f"raw decrypts/s ({peer}): {statistics.median(raw_rates):.0f}")
     print("ratio per round: " + ", ".join(f"{r:.2f}" for r in ratios))
     verdict = "met" if median >= GOAL else "NOT met"
     print(f"median ratio: {median:.2f} of the raw decrypt rate (goal >= {GOAL:.2f}"
