@@ -77,7 +77,7 @@ class CompactJwe:
     iv: bytes = field(repr=False)
     ciphertext: bytes = field(repr=False)
     tag: bytes = field(repr=False)
-    digest: bytes = field(repr=False)         # SHA-256 of the whole string (replay key)
+    digest: bytes = field(repr=False)         # SHA-256 of the decoded parts (replay key)
 
     @property
     def kid(self) -> str:
@@ -113,13 +113,19 @@ def parse(compact: str, accepted_algs: frozenset[str]) -> CompactJwe:
         raise UnsupportedJwe(f"'alg' must be one of {', '.join(sorted(accepted_algs))}")
     if enc != JWE_ENC:
         raise UnsupportedJwe(f"'enc' must be {JWE_ENC}")
-    return CompactJwe(
-        header=header, protected=parts[0].encode("ascii"),
-        encrypted_key=b64url_decode(parts[1], "encrypted key"),
-        iv=b64url_decode(parts[2], "initialization vector"),
-        ciphertext=b64url_decode(parts[3], "ciphertext"),
-        tag=b64url_decode(parts[4], "authentication tag"),
-        digest=hashlib.sha256(compact.encode("ascii")).digest())
+    protected = parts[0].encode("ascii")
+    key = b64url_decode(parts[1], "encrypted key")
+    iv = b64url_decode(parts[2], "initialization vector")
+    ciphertext = b64url_decode(parts[3], "ciphertext")
+    tag = b64url_decode(parts[4], "authentication tag")
+    # The replay key is taken over the decoded bytes, not the string: base64url lets the
+    # last character of a part carry unused bits, so one JWE has several spellings.
+    digest = hashlib.sha256()
+    for piece in (protected, key, iv, ciphertext, tag):
+        digest.update(len(piece).to_bytes(4, "big"))
+        digest.update(piece)
+    return CompactJwe(header=header, protected=protected, encrypted_key=key, iv=iv,
+                      ciphertext=ciphertext, tag=tag, digest=digest.digest())
 
 
 def open_compact(hsm: Hsm, jwe: CompactJwe) -> bytes:

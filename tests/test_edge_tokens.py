@@ -304,3 +304,28 @@ def test_the_edge_tokenizes_through_softhsm(tmp_path: Path) -> None:
         run_http(pkcs11_stack, scenario)
     finally:
         pkcs11_stack.close()
+
+
+def _respell(part: str) -> str:
+    """The same bytes, spelt differently: flip an unused low bit of the last character."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    unused = {2: 4, 3: 2}[len(part) % 4]          # bits the last character does not use
+    index = alphabet.index(part[-1])
+    return part[:-1] + alphabet[index ^ (1 << (unused - 1))]
+
+
+def test_a_respelt_jwe_is_still_a_replay(stack: edge_stack.Stack) -> None:
+    """Re-encoding a part with different unused base64url bits (the same bytes) does not
+    get past the replay check."""
+    async def scenario(call: Call) -> None:
+        compact = jwe_encoder.encrypt_card(stack.jwk)
+        parts = compact.split(".")
+        index = next(i for i in (4, 2, 1, 3) if len(parts[i]) % 4 in (2, 3))
+        respelt = parts.copy()
+        respelt[index] = _respell(parts[index])
+        assert respelt != parts
+        assert (await call("POST", "/v1/tokens", body={"encrypted_card": compact}))[0] == 200
+        status, headers, text = await call("POST", "/v1/tokens",
+                                           body={"encrypted_card": ".".join(respelt)})
+        assert status == 409 and problem_code(status, headers, text) == "replayed_jwe"
+    run_http(stack, scenario)

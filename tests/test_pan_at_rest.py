@@ -63,7 +63,7 @@ def _start_edge(data: Path) -> subprocess.Popen[bytes]:
         proc = subprocess.Popen(
             [str(Path(sys.executable).parent / "paygate"), "edge", "serve", "--data-dir",
              str(data), "--port", "0", "--port-file", str(port_file), "--log-level", "debug",
-             "--json-logs"], stdout=log, stderr=subprocess.STDOUT,
+             "--json-logs", "--access-log"], stdout=log, stderr=subprocess.STDOUT,
             env={**os.environ, "PAYGATE_HSM": "software"})
     for _ in range(400):
         if port_file.exists() and port_file.read_text().strip():
@@ -158,5 +158,6 @@ def test_no_pan_or_cvc_in_any_file_of_the_data_dir(pki: Pki, tmp_path: Path) -> 
     assert codes == ["00", "00", "00", "05"]
     edge_log = (data / "edge.log").read_text()
     assert "tokenize_refused" in edge_log and "incorrect_number" in edge_log
+    assert '"logger": "aiohttp.access"' in edge_log and "/v1/tokens/424242" in edge_log
     assert "authorization_request" in (data / "gateway.log").read_text()
     assert _leaks(data) == []

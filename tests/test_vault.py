@@ -168,3 +168,18 @@ def test_a_card_repr_is_masked_and_cannot_be_pickled() -> None:
     assert "424242******4242" in repr(VISA) and VISA.pan not in repr(VISA) + str(VISA)
     with pytest.raises(TypeError):
         pickle.dumps(VISA)
+
+
+def test_replay_records_are_purged_after_their_window(stack: edge_stack.Stack) -> None:
+    """A JWE digest is refused while recorded and forgotten by the purge once its window
+    has ended (by then its iat is refused anyway)."""
+    from gateway.vault import Replayed
+
+    async def run() -> None:
+        await stack.vault.tokenize("acme", VISA, jwe_digest=b"d" * 32, jwe_expires=1000)
+        with pytest.raises(Replayed):
+            await stack.vault.tokenize("acme", VISA, jwe_digest=b"d" * 32, jwe_expires=1000)
+        assert await stack.vault.purge_replay_records(999) == 0
+        assert await stack.vault.purge_replay_records(1001) == 1
+        await stack.vault.tokenize("acme", VISA, jwe_digest=b"d" * 32, jwe_expires=5000)
+    asyncio.run(run())

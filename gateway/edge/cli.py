@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
                        help="event loop (default: uvloop when installed, else asyncio's)")
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--json-logs", action="store_true", help="one JSON object per line")
+    serve.add_argument("--access-log", action="store_true",
+                       help="log every request (method, path, status, size, time), redacted")
     serve.set_defaults(func=_serve)
 
 
@@ -41,7 +43,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
             runner.run(serve(tokenization, merchants, args.host, args.port,
-                             port_file=args.port_file))
+                             port_file=args.port_file, access_log=args.access_log))
     finally:
         tokenization.close()
     return 0

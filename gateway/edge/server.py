@@ -7,8 +7,10 @@ third less CPU per request than asyncio's own), else on asyncio's loop."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -67,12 +69,34 @@ def build_tokenization(data_dir: Path, hsm: Hsm | None = None, *,
     return Tokenization(hsm, db, vault, intake, executor)
 
 
+#: One access-log line per request, through the redacting log pipeline.
+ACCESS_LOG_FORMAT = '%a "%r" %s %b %Tf'
+PURGE_INTERVAL = 60.0
+
+
+async def purge_replay_records(tokenization: Tokenization, interval: float) -> None:
+    """Forget accepted-JWE digests once their freshness window is over, every ``interval``
+    seconds (they can no longer be replayed: their ``iat`` is refused first)."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            removed = await tokenization.vault.purge_replay_records(int(time.time()))
+        except Exception as exc:  # a failed purge is retried next time, never fatal
+            log.warning("replay_purge_failed", error=type(exc).__name__)
+        else:
+            if removed:
+                log.debug("replay_records_purged", count=removed)
+
+
 async def serve(tokenization: Tokenization, merchants: MerchantDirectory, host: str,
                 port: int, *, port_file: Path | None = None,
-                stop: asyncio.Event | None = None) -> None:
+                stop: asyncio.Event | None = None, access_log: bool = False,
+                purge_interval: float = PURGE_INTERVAL) -> None:
     """Serve the edge until ``stop`` is set (or SIGINT/SIGTERM)."""
     app = create_app(tokenization.intake, tokenization.hsm, merchants)
-    runner = web.AppRunner(app, access_log=None)
+    runner = web.AppRunner(
+        app, access_log=logging.getLogger("aiohttp.access") if access_log else None,
+        access_log_format=ACCESS_LOG_FORMAT)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
@@ -84,9 +108,11 @@ async def serve(tokenization: Tokenization, merchants: MerchantDirectory, host: 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    purger = asyncio.create_task(purge_replay_records(tokenization, purge_interval))
     try:
         await stop.wait()
     finally:
+        purger.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         await runner.cleanup()

@@ -125,6 +125,10 @@ class Vault:
         card = Card(pan, entry.exp_month, entry.exp_year, entry.brand)
         return NetworkCard(card, self.cvcs.take(merchant_id, token))
 
+    async def purge_replay_records(self, now: int) -> int:
+        """Drop the digests of accepted JWEs whose freshness window ended before ``now``."""
+        return await self._store.purge_seen(now)
+
     async def reseal_old_entries(self, batch: int = 500) -> int:
         """Re-seal every PAN sealed under an older DEK with the active one (after a DEK
         rotation, before retiring the old version). Returns how many moved."""
