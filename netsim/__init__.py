@@ -34,8 +34,10 @@ Where the dialect (``codec/dialect.py``) is silent, netsim decides as follows:
   25. Nothing captured, declined, or another currency: 12. Amount zero, or total
   refunded above total captured: 13.
 * **Void (0400).** Not located: 25. Already reversed: 00 and nothing changes
-  (idempotent). Declined, (partly) captured, or another currency: 12. Field 4
-  must equal the authorized amount (else 13).
+  (idempotent). Declined, fully captured, or another currency: 12. Field 4
+  must equal the authorized amount (else 13); after a partial capture, a 0400
+  for exactly the uncaptured remainder releases it (the captures stay), so a
+  capture for less than the hold can release the rest.
 * **Reversal advice (0420, 0421).** Always acknowledged with 0430 39=00 (unless
   malformed: 30). It releases whatever of the hold is not captured, once:
   partly captured holds keep their captures and release the remainder; a fully

@@ -412,8 +412,15 @@ def _void(hold: Hold | None, request: Request) -> Decision:
         return _reject(NO_ORIGINAL)
     if hold.status is Status.REVERSED:
         return Decision(APPROVED, ALREADY_REVERSED)
-    if hold.status is Status.DECLINED or hold.captured > 0 or hold.currency != request.currency:
+    if hold.status is Status.DECLINED or hold.currency != request.currency:
         return _reject(INVALID_TRANSACTION)
+    if hold.captured > 0:
+        # After a partial capture a 0400 for exactly the uncaptured remainder releases it.
+        if hold.remaining == 0:
+            return _reject(INVALID_TRANSACTION)
+        if request.amount != hold.remaining:
+            return _reject(INVALID_AMOUNT)
+        return Decision(APPROVED, REMAINDER_REVERSED, hold.remaining, True)
     if request.amount != hold.amount:
         return _reject(INVALID_AMOUNT)
     return Decision(APPROVED, REVERSED, hold.amount, True)

@@ -182,8 +182,9 @@ def test_refunds_up_to_the_captured_amount(pki: Pki, tmp_path: Path) -> None:
 
 
 def test_void_releases_an_uncaptured_hold_only(pki: Pki, tmp_path: Path) -> None:
-    """A 0400 voids an uncaptured hold (00, then captures are 12); a captured hold cannot be
-    voided (12) and an unknown original is 25."""
+    """A 0400 voids an uncaptured hold (00, then captures are 12); a fully captured hold
+    cannot be voided (12); after a partial capture only the exact remainder is released;
+    an unknown original is 25."""
 
     async def main() -> None:
         async with serving(pki, tmp_path) as sim:
@@ -198,6 +199,14 @@ def test_void_releases_an_uncaptured_hold_only(pki: Pki, tmp_path: Path) -> None
             assert (await client.request(capture(captured, code2, 800)))["39"] == "00"
             assert (await client.request(reversal(captured, "0400")))["39"] == "12"
             assert (await client.request(reversal(auth(), "0400")))["39"] == "25"
+
+            partial, code3 = await _approved(client, 900)
+            assert (await client.request(capture(partial, code3, 600)))["39"] == "00"
+            assert (await client.request(reversal(partial, "0400")))["39"] == "13"
+            release = {**reversal(partial, "0400"), "4": "000000000300"}
+            assert (await client.request(release))["39"] == "00"
+            assert _status(sim, partial) == (Status.REVERSED, 0, 600, 0, 300)
+            assert (await client.request(capture(partial, code3, 100)))["39"] == "12"
             await client.close()
 
     run(main())

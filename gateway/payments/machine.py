@@ -448,6 +448,12 @@ def _invalid(reason: str, message: str, metadata: Mapping[str, str] | None = Non
     return DomainError("INVALID_ARGUMENT", reason, message, metadata)
 
 
+def require_status(intent: PaymentIntent, *allowed: IntentStatus) -> None:
+    """Raise FAILED_PRECONDITION ``intent_unexpected_state`` unless ``intent`` is in one of
+    ``allowed`` (lets a caller refuse before doing costly work, with the same error)."""
+    _require(intent, *allowed)
+
+
 def _require(intent: PaymentIntent, *allowed: IntentStatus) -> None:
     if intent.status not in allowed:
         raise DomainError("FAILED_PRECONDITION", "intent_unexpected_state",

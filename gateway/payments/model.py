@@ -45,7 +45,8 @@ class CaptureMethod(enum.StrEnum):
 class AttemptKind(enum.StrEnum):
     AUTHORIZATION = "authorization"        # 0100
     CAPTURE = "capture"                    # 0220
-    VOID = "void"                          # 0400
+    VOID = "void"                          # 0400 of the whole hold (cancel)
+    RELEASE = "release"                    # 0400 of what a partial capture left held
     REFUND = "refund"                      # 0200, processing code 20
     TIMEOUT_REVERSAL = "timeout_reversal"  # 0420 / 0421
 
