@@ -2,8 +2,11 @@
 
 A merchant has an id, a name, publishable keys (``pk_...``: they identify the
 merchant to the HTTP edge and can only tokenize cards; they are not secret,
-they ship in checkout pages) and the web origins allowed to embed the card
-frame. The directory is plain data (JSON), loaded at start.
+they ship in checkout pages), the web origins allowed to embed the card
+frame, and what the card network knows it by: the card acceptor id (ISO 8583
+field 42, 15 characters; by default the id upper-cased, space-padded) and the
+merchant category code (field 18, four digits; by default 5999). The directory
+is plain data (JSON, or the gateway's TOML configuration), loaded at start.
 """
 
 from __future__ import annotations
@@ -13,6 +16,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: ISO 8583 field 42 (card acceptor identification code) is fixed at 15 characters.
+CARD_ACCEPTOR_ID_LENGTH = 15
+#: Field 18 (merchant category code) when a merchant does not name one: "misc. retail".
+DEFAULT_MCC = "5999"
+
+
+def default_card_acceptor_id(merchant_id: str) -> str:
+    """Field 42 derived from a merchant id: upper-cased, cut and space-padded to 15."""
+    return merchant_id.upper()[:CARD_ACCEPTOR_ID_LENGTH].ljust(CARD_ACCEPTOR_ID_LENGTH)
+
 
 class MerchantConfigError(ValueError):
     """The merchant directory file is not valid."""
@@ -20,10 +33,26 @@ class MerchantConfigError(ValueError):
 
 @dataclass(frozen=True)
 class Merchant:
+    """One merchant. ``card_acceptor_id`` is stored space-padded to 15 characters
+    (empty means: derived from ``id``); ``mcc`` must be four digits."""
+
     id: str
     name: str
     publishable_keys: frozenset[str] = field(default_factory=frozenset)
     allowed_origins: tuple[str, ...] = ()
+    card_acceptor_id: str = ""
+    mcc: str = DEFAULT_MCC
+
+    def __post_init__(self) -> None:
+        acceptor = self.card_acceptor_id or default_card_acceptor_id(self.id)
+        if (len(acceptor) > CARD_ACCEPTOR_ID_LENGTH or not acceptor.isascii()
+                or not acceptor.isprintable() or not acceptor.strip()):
+            raise MerchantConfigError(
+                f"card_acceptor_id of {self.id!r} must be 1 to {CARD_ACCEPTOR_ID_LENGTH} "
+                "printable ASCII characters")
+        object.__setattr__(self, "card_acceptor_id", acceptor.ljust(CARD_ACCEPTOR_ID_LENGTH))
+        if not (len(self.mcc) == 4 and self.mcc.isascii() and self.mcc.isdigit()):
+            raise MerchantConfigError(f"mcc of {self.id!r} must be four digits")
 
 
 class MerchantDirectory:
@@ -32,9 +61,14 @@ class MerchantDirectory:
     def __init__(self, merchants: list[Merchant]) -> None:
         self._by_id: dict[str, Merchant] = {}
         self._by_pk: dict[str, Merchant] = {}
+        acceptors: set[str] = set()
         for merchant in merchants:
             if merchant.id in self._by_id:
                 raise MerchantConfigError(f"merchant {merchant.id!r} is listed twice")
+            if merchant.card_acceptor_id in acceptors:
+                raise MerchantConfigError(
+                    f"card_acceptor_id of {merchant.id!r} is used by another merchant")
+            acceptors.add(merchant.card_acceptor_id)
             self._by_id[merchant.id] = merchant
             for key in merchant.publishable_keys:
                 if not key.startswith("pk_"):
@@ -58,11 +92,14 @@ class MerchantDirectory:
 
     @classmethod
     def from_data(cls, data: Any) -> MerchantDirectory:
-        """From ``{"merchants": [{"id", "name", "publishable_keys", "allowed_origins"}]}``."""
+        """From ``{"merchants": [{"id", "name", "publishable_keys", "allowed_origins",
+        "card_acceptor_id", "mcc"}]}`` (all but ``id`` optional)."""
         try:
             return cls([Merchant(id=str(m["id"]), name=str(m.get("name", m["id"])),
                                  publishable_keys=frozenset(m.get("publishable_keys", ())),
-                                 allowed_origins=tuple(m.get("allowed_origins", ())))
+                                 allowed_origins=tuple(m.get("allowed_origins", ())),
+                                 card_acceptor_id=str(m.get("card_acceptor_id", "")),
+                                 mcc=str(m.get("mcc", DEFAULT_MCC)))
                         for m in data["merchants"]])
         except (KeyError, TypeError) as exc:
             raise MerchantConfigError(f"bad merchant directory: {exc!r}") from None
@@ -80,8 +117,10 @@ class MerchantDirectory:
 DEMO = {
     "merchants": [
         {"id": "acme", "name": "ACME Books", "publishable_keys": ["pk_test_acme"],
-         "allowed_origins": ["http://localhost:8080", "http://127.0.0.1:8080"]},
+         "allowed_origins": ["http://localhost:8080", "http://127.0.0.1:8080"],
+         "card_acceptor_id": "ACME00000000001", "mcc": "5942"},
         {"id": "globex", "name": "Globex Tools", "publishable_keys": ["pk_test_globex"],
-         "allowed_origins": ["http://localhost:8080", "http://127.0.0.1:8080"]},
+         "allowed_origins": ["http://localhost:8080", "http://127.0.0.1:8080"],
+         "card_acceptor_id": "GLOBEX000000001", "mcc": "5251"},
     ],
 }

@@ -3,7 +3,9 @@ and the SSL contexts every hop uses (TLS 1.2+, client certificates required).
 
 Production deployments bring their own certificates; ``paygate`` only needs
 PEM files for its CA, its certificate and its key. The dev authority exists so
-that the embedded defaults and the test suite run real mutual TLS on loopback.
+that the embedded defaults and the test suite run real mutual TLS on loopback;
+it can be saved (``ca.crt`` + ``ca.key``) and loaded again, so certificates
+issued later (``paygate dev-certs``) chain to the same CA.
 """
 
 from __future__ import annotations
@@ -55,6 +57,38 @@ class Authority:
             .sign(self._key, hashes.SHA256())
         )
 
+    @classmethod
+    def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> Authority:
+        """An authority from its certificate and (unencrypted) private key, as :meth:`save`
+        writes them, so certificates issued later chain to the same CA."""
+        certificate = x509.load_pem_x509_certificate(cert_pem)
+        key = serialization.load_pem_private_key(key_pem, password=None)
+        if not isinstance(key, ec.EllipticCurvePrivateKey):
+            raise ValueError("the CA key is not an EC private key")
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if key.public_key().public_bytes(*spki) != certificate.public_key().public_bytes(*spki):
+            raise ValueError("the CA key does not match the CA certificate")
+        authority = cls.__new__(cls)
+        authority._key = key
+        authority.certificate = certificate
+        return authority
+
+    @classmethod
+    def load(cls, folder: Path) -> Authority:
+        """The authority saved in ``folder`` (``ca.crt`` and ``ca.key``)."""
+        return cls.from_pem((folder / "ca.crt").read_bytes(), (folder / "ca.key").read_bytes())
+
+    def save(self, folder: Path) -> tuple[Path, Path]:
+        """Write ``ca.crt`` and ``ca.key`` (0600) to ``folder``; return their paths."""
+        folder.mkdir(parents=True, exist_ok=True)
+        cert = folder / "ca.crt"
+        cert.write_bytes(self.cert_pem)
+        key = folder / "ca.key"
+        write_private(key, self._key.private_bytes(serialization.Encoding.PEM,
+                                                   serialization.PrivateFormat.PKCS8,
+                                                   serialization.NoEncryption()))
+        return cert, key
+
     @property
     def cert_pem(self) -> bytes:
         return self.certificate.public_bytes(serialization.Encoding.PEM)
@@ -90,19 +124,33 @@ class Authority:
                                     serialization.NoEncryption())
         return cert.public_bytes(serialization.Encoding.PEM), key_pem
 
-    def write(self, folder: Path, name: str, *, server: bool = False) -> Credentials:
+    def write(self, folder: Path, name: str, *, server: bool = False,
+              hosts: tuple[str, ...] = ("localhost", "127.0.0.1")) -> Credentials:
         """Issue a certificate and write ``name.crt``, ``name.key`` (0600) and ``ca.crt``."""
         folder.mkdir(parents=True, exist_ok=True)
-        cert_pem, key_pem = self.issue(name, server=server)
+        cert_pem, key_pem = self.issue(name, server=server, hosts=hosts)
         ca = folder / "ca.crt"
         ca.write_bytes(self.cert_pem)
+        key = folder / f"{name}.key"
+        write_private(key, key_pem)
         cert = folder / f"{name}.crt"
         cert.write_bytes(cert_pem)
-        key = folder / f"{name}.key"
-        fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key_pem)
         return Credentials(cert=cert, key=key, ca=ca)
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` readable by the owner only (0600), replacing any file
+    there atomically (so an existing file's wider mode never carries over)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def server_context(creds: Credentials) -> ssl.SSLContext:
