@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_hsm(sub)
     from gateway.payments.cli import register as register_audit
     register_audit(sub)
+    from gateway.config_cli import register as register_config
+    register_config(sub)
     return parser
 
 
