@@ -64,6 +64,7 @@ setup(
         "codec",
         "codec.specs",
         "gateway",
+        "gateway.api",
         "gateway.edge",
         "gateway.network",
         "gateway.payments",
