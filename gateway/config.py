@@ -579,7 +579,8 @@ def _check(config: GatewayConfig) -> None:
              "an integer >= 1")
     net = config.network
     _require(bool(net.host), ("network", "host"), net.host, "a host name or address")
-    _require(1 <= net.port <= 65535, ("network", "port"), net.port, "a port (1 to 65535)")
+    # 0: any free port (for the embedded netsim of `paygate up`, which then connects to it).
+    _require(0 <= net.port <= 65535, ("network", "port"), net.port, "a port (0 to 65535)")
     _require(len(net.terminal_id) == 8 and net.terminal_id.isascii()
              and net.terminal_id.isprintable(), ("network", "terminal_id"), net.terminal_id,
              "8 printable ASCII characters (field 41)")

@@ -133,11 +133,9 @@ class PaymentService:
     # -- helpers ---------------------------------------------------------------------
     def _acceptor(self, merchant_id: str) -> Acceptor:
         merchant = self._merchants.get(merchant_id)
-        acceptor_id = getattr(merchant, "card_acceptor_id", "") if merchant else ""
-        mcc = getattr(merchant, "mcc", "") if merchant else ""
-        return Acceptor(self._acquirer_id,
-                        acceptor_id or f"{merchant_id.upper():<15.15}",
-                        mcc or "5999")
+        if merchant is None:
+            raise DomainError("INVALID_ARGUMENT", "merchant_invalid", "unknown merchant_id")
+        return Acceptor(self._acquirer_id, merchant.card_acceptor_id, merchant.mcc)
 
     async def _allocate(self) -> Trace:
         # The STAN counter commits (fsync) before it answers: off the event loop.

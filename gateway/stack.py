@@ -1,0 +1,176 @@
+"""The whole gateway in one process: what ``paygate up`` runs.
+
+From one :class:`~gateway.config.GatewayConfig`: dev certificates (created under
+``DATA_DIR/pki`` on first start), the HSM, the store (``DATA_DIR/paygate.db``:
+vault and payments), netsim (embedded, its ledger in ``DATA_DIR/netsim.db``),
+the network client, the payments service, the gRPC server (mutual TLS) and the
+HTTP edge. ``DATA_DIR/stack.json`` (0600) tells clients where everything is.
+Stopping turns health to NOT_SERVING, drains RPCs for the grace period, then
+closes the edge, the network link, netsim and the store, in that order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.api.identity import IdentityPolicy
+from gateway.api.payments import PaymentsServicer
+from gateway.api.ratelimit import Limit, RateLimiter
+from gateway.api.server import RunningServer, build_server
+from gateway.config import GatewayConfig, split_listen
+from gateway.devcerts import write_dev_certs
+from gateway.edge import create_app
+from gateway.edge.server import bound_port
+from gateway.intake import CardIntake
+from gateway.network import NetworkClient, SqliteStanStore, TraceAllocator
+from gateway.payments.service import PaymentService
+from gateway.payments.sqlite_store import SqlitePaymentStore
+from gateway.pki import Credentials, client_context, server_context
+from gateway.store.sqlite import SqliteDatabase
+from gateway.vault import SqliteVaultStore, Vault
+from hsm_sim.config import open_hsm
+from netsim import Ledger, NetSim
+from paygate.v1 import payments_pb2_grpc
+
+log = structlog.get_logger("gateway.stack")
+CLIENT_IDENTITY = "checkout-service"
+
+
+@dataclass(frozen=True)
+class StackInfo:
+    """Where the running stack is, as written to ``stack.json``."""
+
+    grpc: str
+    http: str
+    netsim: str
+    tls: dict[str, str]
+    merchant: dict[str, str]
+
+    def as_json(self) -> dict[str, Any]:
+        return {"grpc": self.grpc, "http": self.http, "netsim": self.netsim, "tls": self.tls,
+                "merchant": self.merchant}
+
+    def client_credentials(self) -> Credentials:
+        return Credentials(cert=Path(self.tls["client_cert"]), key=Path(self.tls["client_key"]),
+                           ca=Path(self.tls["ca"]))
+
+
+def _write_private(path: Path, text: str) -> None:
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+class Stack:
+    """``async with Stack(config) as stack:`` everything runs; ``stack.info`` says where."""
+
+    def __init__(self, config: GatewayConfig, *, embedded_netsim: bool = True) -> None:
+        self.config = config
+        self.embedded_netsim = embedded_netsim
+        self._exit = AsyncExitStack()
+        self.info: StackInfo | None = None
+        self.service: PaymentService | None = None
+        self.store: SqlitePaymentStore | None = None
+        self.vault: Vault | None = None
+        self.ledger: Ledger | None = None
+        self.netsim: NetSim | None = None
+        self.server: RunningServer | None = None
+
+    async def __aenter__(self) -> Stack:
+        try:
+            await self._start()
+        except BaseException:
+            await self._exit.aclose()
+            raise
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        await self._exit.aclose()
+
+    async def _start(self) -> None:
+        config, exit_ = self.config, self._exit
+        data = config.data_dir
+        data.mkdir(parents=True, exist_ok=True)
+        pki = data / "pki"
+        await asyncio.to_thread(write_dev_certs, pki)
+
+        hsm = await asyncio.to_thread(open_hsm, config.hsm)
+        exit_.callback(hsm.close)
+        db = SqliteDatabase(data / "paygate.db")
+        exit_.callback(db.close)
+        self.vault = vault = Vault(hsm, SqliteVaultStore(db))
+        self.store = store = SqlitePaymentStore(db)
+
+        host, port = config.network.host, config.network.port
+        if self.embedded_netsim:
+            self.ledger = Ledger(data / "netsim.db")
+            exit_.callback(self.ledger.close)
+            netsim_creds = Credentials(pki / "netsim.crt", pki / "netsim.key", pki / "ca.crt")
+            self.netsim = await exit_.enter_async_context(
+                NetSim(server_context(netsim_creds), self.ledger, host=host, port=port))
+            port = self.netsim.port
+        stans = SqliteStanStore(data / "stan.db")
+        exit_.callback(stans.close)
+        trace = TraceAllocator(stans, config.network.terminal_id)
+        network = await exit_.enter_async_context(NetworkClient(
+            host, port, client_context(config.network.tls.credentials()),
+            terminal_id=config.network.terminal_id, acquirer_id=config.network.acquirer_id,
+            trace=trace, deadline=config.network.deadline_seconds,
+            max_in_flight=config.network.max_in_flight,
+            connections=config.network.connections))
+        merchants = config.merchant_directory()
+        self.service = service = PaymentService(store, vault, network, trace, merchants,
+                                                acquirer_id=config.network.acquirer_id)
+
+        policy = IdentityPolicy({i.name: config.identities.merchants_for(i.name) or ()
+                                 for i in config.identities})
+        limits = {i.name: Limit(limit.rate, limit.burst) for i in config.identities
+                  if (limit := config.identities.rate_limit_for(i.name)) is not None}
+        limiter = RateLimiter(Limit(config.rate_limit.rate, config.rate_limit.burst), limits)
+        self.server = server = build_server(
+            [(payments_pb2_grpc.add_PaymentsServicer_to_server,
+              PaymentsServicer(service, store))],
+            listen=config.grpc.listen, tls=config.grpc.tls.credentials(),
+            identity_policy=policy, rate_limiter=limiter,
+            max_concurrent_rpcs=config.grpc.max_concurrent_rpcs)
+        await server.start()
+        exit_.push_async_callback(server.stop, config.grpc.grace_seconds)
+
+        executor = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hsm")
+        exit_.callback(executor.shutdown)
+        intake = CardIntake(hsm, vault, policy=config.intake.policy(), executor=executor)
+        runner = web.AppRunner(create_app(intake, hsm, merchants, max_body=config.http.max_body),
+                               access_log=None)
+        await runner.setup()
+        exit_.push_async_callback(runner.cleanup)
+        http_host, http_port = split_listen(config.http.listen)
+        site = web.TCPSite(runner, http_host, http_port)
+        await site.start()
+        grpc_host, _ = split_listen(config.grpc.listen)
+
+        first = next(iter(merchants))
+        self.info = info = StackInfo(
+            grpc=f"{grpc_host}:{server.port}",
+            http=f"http://{http_host}:{bound_port(site, http_port)}",
+            netsim=f"{host}:{port}",
+            tls={"ca": str(pki / "ca.crt"), "client_cert": str(pki / f"{CLIENT_IDENTITY}.crt"),
+                 "client_key": str(pki / f"{CLIENT_IDENTITY}.key"), "server_name": "localhost"},
+            merchant={"id": first.id,
+                      "publishable_key": sorted(first.publishable_keys)[0]
+                      if first.publishable_keys else ""})
+        _write_private(data / "stack.json", json.dumps(info.as_json(), indent=2) + "\n")
+        log.info("stack_up", grpc=info.grpc, http=info.http, netsim=info.netsim)
