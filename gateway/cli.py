@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_audit(sub)
     from gateway.config_cli import register as register_config
     register_config(sub)
+    from gateway.up import register as register_up
+    register_up(sub)
     return parser
 
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from paygate.v1 import payments_pb2_grpc
 
 from gateway.api.identity import IdentityPolicy
 from gateway.api.payments import PaymentsServicer
@@ -41,7 +42,6 @@ from gateway.store.sqlite import SqliteDatabase
 from gateway.vault import SqliteVaultStore, Vault
 from hsm_sim.config import open_hsm
 from netsim import Ledger, NetSim
-from paygate.v1 import payments_pb2_grpc
 
 log = structlog.get_logger("gateway.stack")
 CLIENT_IDENTITY = "checkout-service"
