@@ -12,8 +12,10 @@ SOURCES := setup.py pyproject.toml $(shell find codec gateway hsm_sim reconciler
 
 .PHONY: run test build lint bench clean
 
+# `make run`: the whole stack on embedded defaults (data in var/), the demo payments
+# against it, and it keeps serving until Ctrl-C. UP_FLAGS=--exit-after-demo stops after.
 run: $(BUILT)
-	$(BIN)/paygate demo
+	$(BIN)/paygate up --demo $(UP_FLAGS)
 
 test: $(BUILT)
 	$(BIN)/pytest

@@ -18,10 +18,10 @@ from pathlib import Path
 from gateway import __version__
 
 
-def _demo(_args: argparse.Namespace) -> int:
+def _demo(args: argparse.Namespace) -> int:
     from gateway.demo import run
 
-    return run()
+    return run(args.data_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,8 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"paygate {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    demo = sub.add_parser("demo", help="the codec on a sample 0100/0110, then a card "
-                                       "tokenized through the HTTP edge")
+    demo = sub.add_parser("demo", help="the codec on a sample 0100/0110, then scripted "
+                                       "payments through the whole stack, checked against "
+                                       "the network")
+    demo.add_argument("--data-dir", type=Path, help="keep the stack's files here "
+                                                    "(default: a temporary folder)")
     demo.set_defaults(func=_demo)
     pki = sub.add_parser("pki", help="development certificates for mutual TLS")
     pki_sub = pki.add_subparsers(dest="pki_command", metavar="PKI_COMMAND", required=True)

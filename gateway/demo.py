@@ -2,24 +2,25 @@
 
 1. The ISO 8583 codec: a realistic 0100 and its 0110, encoded, framed,
    decoded and pretty-printed with the PAN masked.
-2. Card tokenization: a software HSM and a SQLite store in a temporary data
-   dir, the HTTP edge on loopback, a card encrypted client-side as a compact
-   JWE (as the iframe SDK does), ``POST /v1/tokens``, and the vault's answer;
-   then a refused card, and proof that the data dir holds no PAN in clear.
+2. Payments: the whole stack (``gateway.stack``) on embedded defaults in a
+   temporary data dir (or ``--data-dir``), scripted payments through the public
+   gRPC and HTTP interfaces (``gateway.traffic``: approved, automatic capture,
+   declined, partial capture and refund, voided), a table, every outcome checked
+   against netsim's ledger, and the data dir checked for PANs in clear. Exits
+   non-zero on any disagreement.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway import __version__
 
-DEMO_PAN = "4242424242424242"
-
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
 
 def codec_demo() -> None:
     import codec
@@ -41,67 +42,47 @@ def codec_demo() -> None:
         print()
 
 
-async def _tokenize(data_dir: Path) -> None:
-    import aiohttp
-    from aiohttp import web
+async def payments_demo(config: GatewayConfig) -> bool:
+    """The stack up on ``config``, the scripted payments, the table; True if all agree."""
+    from gateway.stack import Stack
+    from gateway.traffic import render, run_traffic
 
-    from gateway.edge import create_app
-    from gateway.edge.server import bound_port, build_tokenization, load_merchants
-    from gateway.jwe import encrypt_compact
-
-    tokenization = build_tokenization(data_dir, hsm_threads=1)
-    runner = web.AppRunner(create_app(tokenization.intake, tokenization.hsm,
-                                      load_merchants(None)), access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    base = f"http://127.0.0.1:{bound_port(site, 0)}"
-    tokens: list[str] = []
-    try:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(base + "/v1/keys") as response:
-                jwk = (await response.json(content_type=None))["keys"][0]
-            print(f"GET  /v1/keys -> kid {jwk['kid']}, alg {jwk['alg']}")
-            headers = {"Authorization": "Bearer pk_test_acme"}
-            for number, note in ((DEMO_PAN, "a test Visa"),
-                                 ("4242424242424241", "a mistyped number")):
-                card = json.dumps({"number": number, "exp_month": 12, "exp_year": 2034,
-                                   "cvc": "123", "iat": int(time.time())}).encode()
-                body = {"encrypted_card": encrypt_compact(card, jwk)}
-                async with http.post(base + "/v1/tokens", json=body,
-                                     headers=headers) as response:
-                    answer = await response.json(content_type=None)
-                shown = {k: answer[k] for k in ("token", "brand", "last4", "code")
-                         if k in answer}
-                print(f"POST /v1/tokens ({note}, encrypted client-side) -> "
-                      f"{response.status} {shown}")
-                if "token" in answer:
-                    tokens.append(answer["token"])
-        for token in tokens:
-            held = await tokenization.vault.describe("acme", token)
-            print(f"vault: token {token} = {held.brand} ...{held.last4}, "
-                  f"{held.exp_month:02d}/{held.exp_year}, usable by merchant 'acme' only; "
-                  f"the CVC is held in memory, sealed, for the first authorization")
-    finally:
-        await runner.cleanup()
-        tokenization.close()
+    async with Stack(config) as stack:
+        assert stack.info is not None
+        print(f"== Payments through the public interfaces: gRPC {stack.info.grpc} (mutual TLS), "
+              f"HTTP edge {stack.info.http}, netsim {stack.info.netsim}")
+        rows = await run_traffic(stack)
+    print(render(rows))
+    agree = all(row.agrees for row in rows)
+    print(f"every outcome agrees with netsim's ledger: {'yes' if agree else 'NO'}")
+    return agree
 
 
-def tokenization_demo() -> None:
-    print("== Card tokenization: software HSM, SQLite store, HTTP edge on loopback")
-    with tempfile.TemporaryDirectory(prefix="paygate-demo-") as tmp:
-        data_dir = Path(tmp)
-        asyncio.run(_tokenize(data_dir))
-        leaks = [p.name for p in data_dir.rglob("*")
-                 if p.is_file() and DEMO_PAN.encode() in p.read_bytes()]
-        files = sorted(p.name for p in data_dir.rglob("*") if p.is_file())
-        print(f"data dir files {files}: PAN in clear in {leaks or 'none of them'}")
+def pan_leaks(data_dir: Path) -> list[str]:
+    """Files under ``data_dir`` holding a demo PAN in clear (there must be none)."""
+    from gateway.traffic import SCENARIOS
+
+    pans = [pan.encode() for _name, pan, _amount, _run in SCENARIOS]
+    return [p.name for p in data_dir.rglob("*")
+            if p.is_file() and any(pan in p.read_bytes() for pan in pans)]
 
 
-def run() -> int:
+def run(data_dir: Path | None = None) -> int:
+    """``paygate demo``: the codec, then the stack and its payments; non-zero on any
+    disagreement with the network or any PAN found in clear in the data dir."""
+    from gateway.config import load_config
     from gateway.logging import configure_logging
 
     configure_logging("warning")
     codec_demo()
-    tokenization_demo()
-    return 0
+    with tempfile.TemporaryDirectory(prefix="paygate-demo-") as tmp:
+        folder = data_dir or Path(tmp)
+        config = load_config(None, {"PAYGATE_DATA_DIR": str(folder),
+                                    "PAYGATE_GRPC_LISTEN": "127.0.0.1:0",
+                                    "PAYGATE_HTTP_LISTEN": "127.0.0.1:0",
+                                    "PAYGATE_NETWORK_PORT": "0"})
+        agree = asyncio.run(payments_demo(config))
+        leaks = pan_leaks(folder)
+        files = sorted(p.name for p in folder.glob("*") if p.is_file())
+        print(f"data dir {folder}: {files}; PAN in clear in {leaks or 'none of them'}")
+    return 0 if agree and not leaks else 1

@@ -31,6 +31,11 @@ class Credentials:
     key: Path
     ca: Path
 
+    def __post_init__(self) -> None:
+        # Accept plain strings too (paths read from stack.json or a config file).
+        for name in ("cert", "key", "ca"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+
 
 class Authority:
     """A certificate authority that issues server and client certificates."""

@@ -20,6 +20,10 @@ def register(sub: Any) -> None:
     up = sub.add_parser("up", help="run the whole stack (netsim, gateway gRPC + HTTP edge) "
                                    "on embedded defaults")
     add_stack_arguments(up)
+    up.add_argument("--demo", action="store_true",
+                    help="once up, run the demo payments against it and print how to call it")
+    up.add_argument("--exit-after-demo", action="store_true",
+                    help="with --demo: stop after the demo (exit 1 on any disagreement)")
     up.set_defaults(func=_up)
 
 
@@ -46,21 +50,59 @@ def stack_config(args: argparse.Namespace) -> Any:
     return load_config(args.config, env)
 
 
-async def serve_until_signal(config: Any, *, announce: bool = True) -> int:
+HOW_TO_CALL = """
+Call it (Python, stubs from proto/paygate/v1; the same works with grpcurl):
+
+    import asyncio, json
+    from gateway.api.server import client_channel
+    from gateway.pki import Credentials
+    from paygate.v1 import payments_pb2 as pb, payments_pb2_grpc
+
+    info = json.load(open("{stack_json}"))
+    creds = Credentials(info["tls"]["client_cert"], info["tls"]["client_key"], info["tls"]["ca"])
+
+    async def main():
+        async with client_channel(info["grpc"], creds) as channel:
+            stub = payments_pb2_grpc.PaymentsStub(channel)
+            intent = await stub.CreatePaymentIntent(pb.CreatePaymentIntentRequest(
+                merchant_id="acme", amount=1999, currency="eur",
+                capture_method=pb.CAPTURE_METHOD_MANUAL), metadata=[("idempotency-key", "k1")])
+            print(intent)
+
+    asyncio.run(main())
+
+Tokenize a card: GET {http}/v1/keys, then POST {http}/v1/tokens (README: "Tokenize a card").
+"""
+
+
+async def serve_until_signal(config: Any, *, announce: bool = True, demo: bool = False,
+                             exit_after_demo: bool = False) -> int:
     from gateway.stack import Stack
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    status = 0
     async with Stack(config) as stack:
         assert stack.info is not None
         if announce:
             print(json.dumps(stack.info.as_json(), indent=2), flush=True)
-            print(f"paygate is up; {config.data_dir / 'stack.json'} has these details. "
-                  "Ctrl-C stops it.", flush=True)
-        await stop.wait()
-    return 0
+        if demo:
+            from gateway.traffic import render, run_traffic
+
+            rows = await run_traffic(stack)
+            print(render(rows), flush=True)
+            agree = all(row.agrees for row in rows)
+            print(f"every outcome agrees with netsim's ledger: {'yes' if agree else 'NO'}")
+            status = 0 if agree else 1
+        if announce:
+            print(HOW_TO_CALL.format(stack_json=config.data_dir / "stack.json",
+                                     http=stack.info.http), flush=True)
+        if not exit_after_demo:
+            print("paygate is up; Ctrl-C stops it.", flush=True)
+            await stop.wait()
+    return status
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -73,4 +115,5 @@ def _up(args: argparse.Namespace) -> int:
         print(f"paygate up: {exc}")
         return 2
     configure_logging(config.logging.level, json=config.logging.json)
-    return asyncio.run(serve_until_signal(config))
+    return asyncio.run(serve_until_signal(config, demo=args.demo,
+                                          exit_after_demo=args.exit_after_demo))

@@ -48,15 +48,38 @@ def test_demo_round_trips_and_masks_the_pan() -> None:
     assert "9F26" in out  # field 55 is unfolded into EMV tags
 
 
-def test_demo_tokenizes_a_card_through_the_edge() -> None:
-    """The demo's second part gets a token for the test Visa, refuses a mistyped number,
-    and finds no clear PAN in its data dir."""
+def test_demo_runs_payments_that_agree_with_the_network() -> None:
+    """The demo's second part runs every scripted payment through gRPC and the HTTP edge,
+    finds each outcome in netsim's ledger, and no clear PAN in its data dir."""
     proc = _run("demo")
-    assert proc.returncode == 0, proc.stderr
+    assert proc.returncode == 0, proc.stdout + proc.stderr
     out = proc.stdout
-    assert "POST /v1/tokens (a test Visa, encrypted client-side) -> 200" in out
-    assert "-> 422 {'code': 'incorrect_number'}" in out
+    for expected in ("approved, captured", "SUCCEEDED", "card_declined/generic_decline (05)",
+                     "card_declined/insufficient_funds (51)", "CANCELED",
+                     "captured 6000 refunded 1000 released 4000"):
+        assert expected in out, expected
+    assert "every outcome agrees with netsim's ledger: yes" in out
     assert "PAN in clear in none of them" in out and "paygate.db" in out
+    table = out[out.index("scenario"):]
+    assert " NO" not in table and "4242424242424242" not in out
+
+
+def test_up_runs_the_demo_then_exits_when_asked(tmp_path: Path) -> None:
+    """`paygate up --demo --exit-after-demo` brings the stack up, runs the demo, writes a
+    0600 stack.json, prints how to call it, and exits 0."""
+    import json
+    proc = subprocess.run([PAYGATE, "up", "--demo", "--exit-after-demo", "--data-dir",
+                           str(tmp_path), "--grpc", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                           "--netsim-port", "0"], capture_output=True, text=True, timeout=120,
+                          cwd="/", check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "every outcome agrees with netsim's ledger: yes" in proc.stdout
+    assert "CreatePaymentIntent" in proc.stdout
+    stack = tmp_path / "stack.json"
+    assert stack.stat().st_mode & 0o777 == 0o600
+    info = json.loads(stack.read_text())
+    assert set(info) == {"grpc", "http", "netsim", "tls", "merchant"}
+    assert info["merchant"] == {"id": "acme", "publishable_key": "pk_test_acme"}
 
 
 def test_hsm_commands_list_rotate_and_retire(tmp_path: Path) -> None:
