@@ -117,10 +117,14 @@ def test_refund_rules() -> None:
 
 
 def test_void_rules() -> None:
-    """A void releases an uncaptured hold; captured is 12, unknown 25, already reversed 00
-    with no change."""
+    """A void releases an uncaptured hold; after a partial capture only exactly the
+    remainder; fully captured is 12, unknown 25, already reversed 00 with no change."""
     assert rules.decide(HOLD, _ref("0400", 1000)) == rules.Decision("00", "reversed", 1000, True)
-    assert rules.decide(replace(HOLD, captured=1), _ref("0400", 1000)).code == "12"
+    partly = replace(HOLD, captured=1)
+    assert rules.decide(partly, _ref("0400", 1000)).code == "13"
+    assert rules.decide(partly, _ref("0400", 999)) == rules.Decision(
+        "00", "remainder-reversed", 999, True)
+    assert rules.decide(replace(HOLD, captured=1000), _ref("0400", 1000)).code == "12"
     assert rules.decide(None, _ref("0400", 1000)).code == "25"
     again = rules.decide(replace(HOLD, status=Status.REVERSED), _ref("0400", 1000))
     assert (again.code, again.changed) == ("00", False)
