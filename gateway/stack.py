@@ -23,12 +23,13 @@ from typing import Any
 
 import structlog
 from aiohttp import web
-from paygate.v1 import payments_pb2_grpc
+from paygate.v1 import payments_pb2_grpc, tokens_pb2_grpc
 
 from gateway.api.identity import IdentityPolicy
 from gateway.api.payments import PaymentsServicer
 from gateway.api.ratelimit import Limit, RateLimiter
 from gateway.api.server import RunningServer, build_server
+from gateway.api.tokens import TokensServicer
 from gateway.config import GatewayConfig, split_listen
 from gateway.devcerts import write_dev_certs
 from gateway.edge import create_app
@@ -141,18 +142,19 @@ class Stack:
         limits = {i.name: Limit(limit.rate, limit.burst) for i in config.identities
                   if (limit := config.identities.rate_limit_for(i.name)) is not None}
         limiter = RateLimiter(Limit(config.rate_limit.rate, config.rate_limit.burst), limits)
+        executor = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hsm")
+        exit_.callback(executor.shutdown)
+        intake = CardIntake(hsm, vault, policy=config.intake.policy(), executor=executor)
         self.server = server = build_server(
             [(payments_pb2_grpc.add_PaymentsServicer_to_server,
-              PaymentsServicer(service, store))],
+              PaymentsServicer(service, store)),
+             (tokens_pb2_grpc.add_TokensServicer_to_server, TokensServicer(intake))],
             listen=config.grpc.listen, tls=config.grpc.tls.credentials(),
             identity_policy=policy, rate_limiter=limiter,
             max_concurrent_rpcs=config.grpc.max_concurrent_rpcs)
         await server.start()
         exit_.push_async_callback(server.stop, config.grpc.grace_seconds)
 
-        executor = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hsm")
-        exit_.callback(executor.shutdown)
-        intake = CardIntake(hsm, vault, policy=config.intake.policy(), executor=executor)
         runner = web.AppRunner(create_app(intake, hsm, merchants, max_body=config.http.max_body),
                                access_log=None)
         await runner.setup()

@@ -4,6 +4,9 @@ Configuration comes from ``--config`` / ``PAYGATE_CONFIG`` and ``PAYGATE_*``
 variables (``gateway.config``); ``--data-dir`` and the listen flags override
 them. On first start the dev certificates, the HSM keys and the demo merchants
 are created under the data dir; ``DATA_DIR/stack.json`` says where everything is.
+``--no-netsim`` leaves the network out: the gateway connects to the one at
+``network.host:network.port`` (e.g. ``paygate netsim serve`` in a process of its own,
+so that the network outlives a crash of the gateway).
 """
 
 from __future__ import annotations
@@ -32,7 +35,13 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (default: var)")
     parser.add_argument("--grpc", help="gRPC listen address, e.g. 127.0.0.1:50051")
     parser.add_argument("--http", help="HTTP edge listen address, e.g. 127.0.0.1:8080")
-    parser.add_argument("--netsim-port", type=int, help="port of the embedded netsim (0: any)")
+    parser.add_argument("--netsim-port", type=int,
+                        help="port of the embedded netsim (0: any); with --no-netsim, the "
+                             "port of the external network (network.port)")
+    parser.add_argument("--no-netsim", action="store_true",
+                        help="do not run the embedded netsim: connect to the network at "
+                             "network.host:network.port (config, PAYGATE_NETWORK_PORT or "
+                             "--netsim-port), e.g. a `paygate netsim serve` of its own")
 
 
 def stack_config(args: argparse.Namespace) -> Any:
@@ -76,7 +85,7 @@ Tokenize a card: GET {http}/v1/keys, then POST {http}/v1/tokens (README: "Tokeni
 
 
 async def serve_until_signal(config: Any, *, announce: bool = True, demo: bool = False,
-                             exit_after_demo: bool = False) -> int:
+                             exit_after_demo: bool = False, embedded_netsim: bool = True) -> int:
     from gateway.stack import Stack
 
     stop = asyncio.Event()
@@ -84,7 +93,7 @@ async def serve_until_signal(config: Any, *, announce: bool = True, demo: bool =
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     status = 0
-    async with Stack(config) as stack:
+    async with Stack(config, embedded_netsim=embedded_netsim) as stack:
         assert stack.info is not None
         if announce:
             print(json.dumps(stack.info.as_json(), indent=2), flush=True)
@@ -116,4 +125,5 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     configure_logging(config.logging.level, json=config.logging.json)
     return asyncio.run(serve_until_signal(config, demo=args.demo,
-                                          exit_after_demo=args.exit_after_demo))
+                                          exit_after_demo=args.exit_after_demo,
+                                          embedded_netsim=not args.no_netsim))

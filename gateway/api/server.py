@@ -40,6 +40,7 @@ from grpc_health.v1 import (  # type: ignore[import-untyped]
 )
 from grpc_reflection.v1alpha import reflection  # type: ignore[import-untyped]
 
+from gateway import metrics
 from gateway.api.context import (
     REQUEST_ID_HEADER,
     Caller,
@@ -191,8 +192,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
                 # exception (whose text and frames may hold data) for anyone to log.
                 await context.abort_with_status(status)
         finally:
-            _log.info("rpc", method=method, code=code,
-                      duration_ms=round((time.perf_counter() - started) * 1000, 3))
+            elapsed = time.perf_counter() - started
+            _log.info("rpc", method=method, code=code, duration_ms=round(elapsed * 1000, 3))
+            metrics.observe_rpc(method, code, elapsed)
             with suppress(ValueError):  # reset from another context: nothing to undo there
                 structlog.contextvars.reset_contextvars(**tokens)
 

@@ -5,6 +5,7 @@
   ``{"encrypted_card": "<compact JWE>"}`` → ``200 {"token", "brand", "last4",
   "exp_month", "exp_year"}``; every refusal is problem+json with a stable code.
 * ``GET /healthz``: the HSM's self-test.
+* ``GET /metrics``: Prometheus metrics (``gateway.metrics``).
 
 Bodies are capped (``max_body``, 16 KiB by default); unexpected failures
 become a bare 500 problem, logged without the request body.
@@ -20,6 +21,7 @@ from typing import Any, Final
 import structlog
 from aiohttp import web
 
+from gateway import metrics
 from gateway.edge.problems import HTTP_CODES, problem
 from gateway.intake import CardIntake, IntakeError
 from gateway.merchants import MerchantDirectory
@@ -98,14 +100,23 @@ async def create_token(request: web.Request) -> web.Response:
     try:
         result = await request.app[INTAKE].tokenize(merchant.id, body["encrypted_card"])
     except IntakeError as exc:
+        metrics.count_tokenization(exc.code)
         log.info("tokenize_refused", merchant=merchant.id, code=exc.code)
         return problem(exc.status, exc.code, exc.message, exc.fields)
+    metrics.count_tokenization("ok")
     if _stdlib_log.isEnabledFor(logging.DEBUG):
         log.debug("tokenized", merchant=merchant.id, brand=result.brand, created=result.created)
     return web.json_response(
         {"token": result.token, "brand": result.brand, "last4": result.last4,
          "exp_month": result.exp_month, "exp_year": result.exp_year},
         headers={"Cache-Control": "no-store"})
+
+
+async def metrics_page(_request: web.Request) -> web.Response:
+    """Prometheus text exposition of ``gateway.metrics``."""
+    response = web.Response(body=metrics.exposition())
+    response.headers["Content-Type"] = metrics.CONTENT_TYPE
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -126,4 +137,5 @@ def create_app(intake: CardIntake, hsm: Hsm, merchants: MerchantDirectory, *,
     app.router.add_get("/v1/keys", keys)
     app.router.add_post("/v1/tokens", create_token)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_page)
     return app

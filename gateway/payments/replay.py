@@ -7,6 +7,45 @@ response, or, for a definitive refusal (INVALID_ARGUMENT, FAILED_PRECONDITION,
 NOT_FOUND, PERMISSION_DENIED), the serialized ``google.rpc.Status``. A
 transient failure (UNAVAILABLE, INTERNAL, RESOURCE_EXHAUSTED, ABORTED, or an
 unexpected exception) releases the claim so that the retry runs again.
+
+**Claims orphaned by a crash.** A process killed while running a call leaves
+its claim ``in_progress`` for good; a retry would be ABORTED
+``idempotency_key_in_use`` until the record expires (24 h). So a claim is
+*stale*, and the next call with the same key and parameters takes it over
+(atomically, :meth:`~gateway.payments.store.PaymentStore.takeover_idempotency`:
+one of two racing retries wins, the other is ABORTED), when it was made
+
+* before this process started (:class:`IdempotentCalls` is created once, at
+  start-up: a claim older than that belongs to a process that is gone — this
+  assumes one gateway process per store, as with the SQLite store); or
+* more than ``lease_ms`` ago (default :data:`DEFAULT_LEASE_MS`, 60 s: well over
+  twice the longest call, whose network exchange is bounded by the network
+  deadline), which also covers several processes sharing a store.
+
+What the lost call did is read from the store, never guessed. Record-before-send
+means any message it put on the wire has its attempt row, committed before
+sending, so after a takeover (``lost`` is the stale claim):
+
+1. Calls on an existing intent (Confirm, Capture, Cancel, CreateRefund), when
+   the caller may see the intent and the lost call recorded something on it: an
+   attempt created at or after ``lost.created`` (for CreateRefund: a refund of
+   the requested amount — any amount if 0 — created since then) — the call is
+   **not run again** (that could put a second message on the wire). The answer
+   is the current intent (Confirm, Capture, Cancel; possibly still
+   ``processing`` with the attempt ``unknown``: the reconciler's job, exactly
+   what the lost call would have answered on a timeout) or that refund.
+2. Otherwise nothing of the lost call reached the network, and the call runs
+   again. If it is refused FAILED_PRECONDITION ``intent_unexpected_state`` while
+   the intent changed after ``lost.created`` (a cancel that needed no network
+   message, or another call in between), the intent moved on as asked and the
+   answer is the current intent, not the refusal.
+3. CreatePaymentIntent simply runs again: if the lost call had committed its
+   intent, that one stays behind in ``requires_payment_method`` (no money moves).
+
+No double charge either way: besides rule 1, the state machine refuses a second
+confirm, capture or cancel of an intent that moved on, and the store's version
+check refuses a change decided on a stale read. The answer, whichever rule gave
+it, is stored and replayed for the key from then on.
 """
 
 from __future__ import annotations
@@ -16,15 +55,29 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import grpc
+from paygate.v1 import payments_pb2
 
 from gateway.payments import convert, idempotency
 from gateway.payments.errors import DomainError
-from gateway.payments.store import PaymentStore
+from gateway.payments.model import PaymentIntent
+from gateway.payments.store import IdempotencyRecord, PaymentStore
 
 #: Refusals that are final for these parameters, so they are stored and replayed.
 DEFINITIVE: Final = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND",
                                "PERMISSION_DENIED", "OUT_OF_RANGE"})
+#: How long a claim may stay ``in_progress`` before another call may take it over.
+DEFAULT_LEASE_MS: Final = 60_000
 _DETAILS_KEY: Final = "grpc-status-details-bin"
+#: Mutating calls on an existing intent: the intent's id from the serialized request.
+_ON_INTENT: Final[dict[str, Callable[[bytes], str]]] = {
+    "ConfirmPaymentIntent":
+        lambda r: str(payments_pb2.ConfirmPaymentIntentRequest.FromString(r).id),
+    "CapturePaymentIntent":
+        lambda r: str(payments_pb2.CapturePaymentIntentRequest.FromString(r).id),
+    "CancelPaymentIntent":
+        lambda r: str(payments_pb2.CancelPaymentIntentRequest.FromString(r).id),
+}
+MaySee = Callable[[str], bool]
 
 
 class ReplayedRefusal(Exception):
@@ -55,12 +108,34 @@ def _status_from_bytes(code: int, details: bytes) -> grpc.Status:
     return rpc_status.to_status(status)
 
 
+def _caller_may_see(merchant_id: str) -> bool:
+    """Whether the caller of the RPC being served may act for ``merchant_id``."""
+    from gateway.api.context import current_caller
+    from gateway.api.identity import merchant_allowed
+
+    try:
+        return merchant_allowed(current_caller().merchants, merchant_id)
+    except RuntimeError:  # not inside an RPC: reveal nothing
+        return False
+
+
 class IdempotentCalls:
     """Run mutating calls at most once per (identity, idempotency key)."""
 
-    def __init__(self, store: PaymentStore, *, clock: Callable[[], int] = _now_ms) -> None:
+    def __init__(self, store: PaymentStore, *, clock: Callable[[], int] = _now_ms,
+                 lease_ms: int = DEFAULT_LEASE_MS, may_see: MaySee = _caller_may_see) -> None:
+        if lease_ms <= 0:
+            raise ValueError("lease_ms must be positive")
         self._store = store
         self._clock = clock
+        self._lease_ms = lease_ms
+        self._may_see = may_see
+        self._started = clock()
+
+    def _stale_before(self, now: int) -> int:
+        """Claims created before this are stale: made before this process started, or
+        more than the lease ago."""
+        return max(self._started, now - self._lease_ms + 1)
 
     async def run(self, scope: str, key: str | None, method: str, request: bytes,
                   call: Callable[[], Awaitable[bytes]]) -> bytes:
@@ -75,14 +150,28 @@ class IdempotentCalls:
         idempotency.validate_key(key)
         fingerprint = idempotency.request_fingerprint(method, request)
         now = self._clock()
-        existing = await self._store.claim_idempotency(
-            idempotency.new_record(scope, key, fingerprint, now))
+        claim = idempotency.new_record(scope, key, fingerprint, now)
+        existing = await self._store.claim_idempotency(claim)
+        lost: IdempotencyRecord | None = None
+        if (existing is not None and existing.state == "in_progress"
+                and existing.fingerprint == fingerprint
+                and existing.created < self._stale_before(now)):
+            lost = await self._store.takeover_idempotency(claim, self._stale_before(now))
+            if lost is None:  # another call took it over, or it completed: look again
+                existing = await self._store.claim_idempotency(claim)
+            else:
+                existing = None
         if existing is not None and idempotency.decide(existing, fingerprint, now) == "replay":
             if existing.code == 0:
                 return existing.response
             raise ReplayedRefusal(_status_from_bytes(existing.code, existing.details))
         try:
-            response = await call()
+            if lost is not None:
+                recovered = await self._recorded_answer(method, request, lost)
+                if recovered is not None:
+                    await self._store.complete_idempotency(scope, key, recovered, 0, b"")
+                    return recovered
+            response = await self._call(method, request, lost, call)
         except DomainError as exc:
             if exc.status in DEFINITIVE:
                 status = convert.rich_status(exc.status, exc.reason, exc.message, exc.metadata)
@@ -96,3 +185,54 @@ class IdempotentCalls:
             raise
         await self._store.complete_idempotency(scope, key, response, 0, b"")
         return response
+
+    async def _call(self, method: str, request: bytes, lost: IdempotencyRecord | None,
+                    call: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Run ``call``; after a takeover, rule 2 of the module docstring."""
+        try:
+            return await call()
+        except DomainError as exc:
+            if lost is None or exc.reason != "intent_unexpected_state":
+                raise
+            intent_of = _ON_INTENT.get(method)
+            if intent_of is None:
+                raise
+            intent = await self._store.get_intent(intent_of(request))
+            if (intent is None or intent.updated < lost.created
+                    or not self._may_see(intent.merchant_id)):
+                raise
+            return _intent_bytes(intent)
+
+    async def _recorded_answer(self, method: str, request: bytes,
+                               lost: IdempotencyRecord) -> bytes | None:
+        """Rule 1 of the module docstring: the answer from what the lost call recorded,
+        or ``None`` if it recorded nothing (then the call runs again)."""
+        if method == "CreateRefund":
+            refund_request = payments_pb2.CreateRefundRequest.FromString(request)
+            intent_id = refund_request.payment_intent
+        elif (intent_of := _ON_INTENT.get(method)) is not None:
+            intent_id = intent_of(request)
+        else:
+            return None
+        intent = await self._store.get_intent(intent_id) if intent_id else None
+        if intent is None or intent.updated < lost.created:
+            return None
+        if not self._may_see(intent.merchant_id):
+            return None  # the call runs again and answers NOT_FOUND
+        if method == "CreateRefund":
+            asked = refund_request.amount
+            for refund in await self._store.refunds_for_intent(intent.id):
+                if refund.created >= lost.created and asked in (0, refund.amount):
+                    data: bytes = convert.refund_to_proto(refund).SerializeToString(
+                        deterministic=True)
+                    return data
+            return None
+        attempts = await self._store.attempts_for_intent(intent.id)
+        if any(a.created >= lost.created for a in attempts):
+            return _intent_bytes(intent)
+        return None
+
+
+def _intent_bytes(intent: PaymentIntent) -> bytes:
+    data: bytes = convert.intent_to_proto(intent).SerializeToString(deterministic=True)
+    return data

@@ -24,6 +24,7 @@ from contextlib import asynccontextmanager
 
 import structlog
 
+from gateway import metrics
 from gateway.merchants import MerchantDirectory
 from gateway.network import NetworkClient, NotSent, OutcomeUnknown, Trace, TraceAllocator
 from gateway.payments import machine, messages, release
@@ -185,7 +186,10 @@ class PaymentService:
         change = _with_request(change, attempt.id, doc)
         intent = await self._commit(change)
         recorded = next(a for a in change.attempts if a.id == attempt.id)
-        return intent, recorded, await self._exchange(doc)
+        outcome = await self._exchange(doc)
+        metrics.count_attempt(kind.value, type(outcome).__name__.lower(),
+                              getattr(outcome, "code", ""))
+        return intent, recorded, outcome
 
     # -- commands ---------------------------------------------------------------------
     async def create_intent(self, merchant_id: str, amount: int, currency: str,

@@ -406,6 +406,29 @@ class SqlitePaymentStore:
             return None
         return await self._db.write(job)
 
+    async def takeover_idempotency(self, record: IdempotencyRecord,
+                                   older_than: int) -> IdempotencyRecord | None:
+        if record.state != "in_progress":
+            raise ValueError("a takeover claims with an in_progress record")
+        _int(older_than, "older_than")
+        values = (_int(record.created, "created"), _int(record.expires, "expires"),
+                  record.scope, record.key)
+
+        def job(conn: sqlite3.Connection) -> IdempotencyRecord | None:
+            row = conn.execute(f"SELECT {_IDEM} FROM idempotency_keys "
+                               "WHERE scope = ? AND key = ?", (record.scope, record.key)
+                               ).fetchone()
+            if row is None:
+                return None
+            stale = _idem(row)
+            if (stale.state != "in_progress" or stale.fingerprint != record.fingerprint
+                    or stale.created >= older_than or stale.expires <= record.created):
+                return None
+            conn.execute("UPDATE idempotency_keys SET created = ?, expires = ? "
+                         "WHERE scope = ? AND key = ?", values)
+            return stale
+        return await self._db.write(job)
+
     async def complete_idempotency(self, scope: str, key: str, response: bytes, code: int,
                                    details: bytes) -> bool:
         values = (bytes(response), _int(code, "code"), bytes(details), scope, key)

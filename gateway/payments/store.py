@@ -129,6 +129,16 @@ class PaymentStore(Protocol):
         write nothing. An expired record is replaced."""
         ...
 
+    async def takeover_idempotency(self, record: IdempotencyRecord,
+                                   older_than: int) -> IdempotencyRecord | None:
+        """Take over a claim left ``in_progress`` by a call that will never finish (its
+        process died): if (scope, key) has an ``in_progress`` record of
+        ``record.fingerprint``, created before ``older_than`` and not expired at
+        ``record.created``, make ``record`` the claim (its ``created`` and ``expires``)
+        and return the record it replaced; otherwise write nothing and return ``None``.
+        Atomic: of two takeovers of one stale claim, one wins."""
+        ...
+
     async def complete_idempotency(self, scope: str, key: str, response: bytes, code: int,
                                    details: bytes) -> bool:
         """Mark an ``in_progress`` claim ``done`` with the response to replay;
