@@ -88,8 +88,8 @@ def test_a_repeat_is_the_stored_message_with_the_repeat_mti() -> None:
     """An unknown capture is repeated as 0221 with the same STAN and field 7, recorded as
     an event first."""
     intent, auth = unknown_auth()
-    auth = machine.authorization_outcome(intent, auth, Approved(), 4, ids)
-    held, approved = auth.intent, auth.attempts[0]
+    late = machine.authorization_outcome(intent, auth, Approved(), 4, ids)
+    held, approved = late.intent, late.attempts[0]
     request = {"t": "0220", "11": "000002", "7": "1122120001", "4": "000000002500"}
     change = machine.capture(held, approved, 0, TRACE, 5, ids, request=request)
     lost = machine.capture_outcome(change.intent, approved, change.attempts[0], Unknown(), 6,
