@@ -25,7 +25,26 @@ request   fields                                                         respons
           captured; 4 = the original amount)                               42 49
 0420      as 0400 (timeout reversal advice); repeated as 0421 with the   0430: 3 4 7 11 32 37 39 41
           same fields and a new STAN until a 0430 arrives                  42 49
+0221      as 0220 (completion repeat)                                    0230: as for 0220
+0201      as 0200 (financial request repeat: refund repeat)              0210: as for 0200
+0401      as 0400 (reversal repeat)                                      0410: as for 0400
 ========  =============================================================  =========================
+
+Repeats (0221, 0201, 0401; the last MTI digit 1 means "repeat") are how an
+acquirer resolves a 0220, 0200 or 0400 whose reply never came, without it ever
+being applied twice. A repeat carries exactly the original's fields (same STAN
+and field 7); it is answered with the original's outcome when the original was
+processed, and is processed as the original when it was not. The original of a
+repeat is the message with the repeat's base MTI (0220 for 0221, 0200 for 0201,
+0400 for 0401), terminal (41), STAN (11) and field 7 -- or an earlier repeat of
+it that was processed as the original. So: original then repeat, the repeat
+gets the original's code and changes nothing; repeat first (the original was
+lost), the repeat is the original, a later copy of the original is a duplicate
+(``94``) and a further repeat gets the first one's code. A repeat whose fields
+differ from its processed original's is a format error (``30``) and changes
+nothing. A repeat's reply has the original reply's MTI, fields and key, so a late
+reply to the original answers its repeat just as well. (0421 is not such a
+repeat: it repeats a 0420 advice under a new STAN.)
 
 Field 90 (original data elements, n42) names the original 0100:
 original MTI (4) + original STAN (6) + original field 7 (10) + acquirer id
@@ -57,6 +76,9 @@ RESPONSE_MTI: Mapping[str, str] = {
     "0400": "0410",
     "0420": "0430",
     "0421": "0430",
+    "0221": "0230",
+    "0201": "0210",
+    "0401": "0410",
 }
 REQUEST_MTIS = frozenset(RESPONSE_MTI)
 RESPONSE_MTIS = frozenset(RESPONSE_MTI.values())
@@ -101,7 +123,12 @@ REQUIRED_FIELDS: Mapping[str, tuple[str, ...]] = {
     "0400": ("3", "4", "7", "11", "37", "41", "42", "49", "90"),
     "0420": ("3", "4", "7", "11", "37", "41", "42", "49", "90"),
     "0421": ("3", "4", "7", "11", "37", "41", "42", "49", "90"),
+    "0221": ("3", "4", "7", "11", "37", "38", "41", "42", "49", "90"),
+    "0201": ("3", "4", "7", "11", "37", "41", "42", "49", "90"),
+    "0401": ("3", "4", "7", "11", "37", "41", "42", "49", "90"),
 }
+#: Each repeat MTI (0221, 0201, 0401) and the MTI of the original it repeats.
+REPEATS: Mapping[str, str] = {"0221": "0220", "0201": "0200", "0401": "0400"}
 
 
 def response_mti(mti: str) -> str | None:

@@ -45,8 +45,24 @@ Where the dialect (``codec/dialect.py``) is silent, netsim decides as follows:
   (the 0100 never arrived), changes nothing and is recorded as such. Every
   advice and repeat is recorded with its own STAN.
 * **Duplicates.** A 0100, 0220, 0200 or 0400 whose MTI, terminal, STAN and field
-  7 were already processed is answered 94 and records nothing. Advices are never
-  duplicates (they are acknowledged every time).
+  7 were already processed is answered 94 and records nothing; for a 0220, 0200
+  or 0400, a repeat of it processed in its place (below) counts as it. Advices
+  are never duplicates (they are acknowledged every time).
+* **Repeats (0221, 0201, 0401).** The original of a repeat is the 0220, 0200 or
+  0400 (respectively) with the same terminal, STAN and field 7, or an earlier
+  repeat of it that was processed in its place. Original processed: the repeat
+  is answered with the original's response code (the reply echoes the repeat,
+  whose fields are the original's: the original reply's fields 4 etc.), is
+  journalled with that code, outcome ``repeat``, effect 0 and ``changed``
+  False, and is never settled. Original never processed (lost on the way):
+  the repeat is decided exactly as the original would have been and journalled
+  as such, under its own MTI; a later copy of the original is then a duplicate
+  (94) and a further repeat gets this one's code. A repeat must carry its
+  processed original's fields: 3, 4, 32, 37, 42, 49 and field 90's STAN and
+  field 7 are compared with the original's journal row, and 38 with the
+  approval code of the authorization the original located (when it did); any
+  difference is a format error (30) that records nothing. Fields 12 and 13 are
+  not compared (the ledger does not keep them).
 * **Authorization.** Processing code must start with 00 (else 12); then Luhn
   (14), expiry (field 14, YYMM, valid through the end of that month; 54), then
   the test cards. An unparseable field 14 or field 90 is a format error (30).

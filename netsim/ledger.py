@@ -11,9 +11,13 @@ records read from it:
   and released amounts);
 * ``entries``: the journal, one row per financial message netsim processed
   (authorization, capture, refund, reversal: 0400 voids, 0420 advices and
-  every 0421 repeat, each with its own STAN), with the response code, what it
-  did (``outcome``), the amount it moved (``effect``) and whether it changed
-  anything: :class:`Entry`.
+  every 0421 repeat, each with its own STAN; and every 0221, 0201 and 0401
+  repeat, under the STAN of the message it repeats), with the response code,
+  what it did (``outcome``), the amount it moved (``effect``) and whether it
+  changed anything: :class:`Entry`. A repeat of a message already processed is
+  journalled with that message's code, outcome ``repeat`` and ``changed``
+  False; one whose original was never processed is decided as that original
+  and journalled with what it did.
 
 The card is stored only as BIN (first 6) and last 4; the full PAN, track data
 and CVC never reach the file.
@@ -128,7 +132,7 @@ class Entry:
     card_last4: str
     approval_code: str        # of the authorization it belongs to; empty when none
     response_code: str
-    outcome: str              # approved, declined, captured, reversed, nothing-to-reverse, ...
+    outcome: str              # approved, declined, captured, reversed, repeat, ...
     effect: int               # minor units authorized, captured, refunded or released
     changed: bool             # whether the network's state changed
     authorization_id: int | None
@@ -191,7 +195,10 @@ class Ledger:
         approved): it is recorded as answered, unless the same terminal, STAN and
         field 7 were seen before (then nothing is recorded and the code is 94).
         Other MTIs are decided in the transaction, against the authorization they
-        name, by :func:`netsim.rules.decide`.
+        name, by :func:`netsim.rules.decide`; a capture, refund or void already
+        processed is a duplicate (94, nothing recorded), and a repeat (0221, 0201,
+        0401) of one already processed gets its code and changes nothing (30 and
+        nothing recorded if it does not carry that message's fields).
 
         In a running event loop the change joins the loop's group commit, and
         ``done`` is called in the loop; otherwise it is applied at once and ``done``

@@ -2,13 +2,17 @@
 
 Owns
 
-* :class:`Request`: a financial request (0100, 0220, 0200, 0400, 0420, 0421)
-  parsed from a decoded message, with the card kept only in memory;
+* :class:`Request`: a financial request (0100, 0220, 0200, 0400, 0420, 0421,
+  and the repeats 0221, 0201, 0401) parsed from a decoded message, with the
+  card kept only in memory;
 * the authorization rules (:func:`authorize`): the test-card table
   (:data:`TEST_CARDS`, data), Luhn (14) and expiry (54) checks, approval codes;
 * the decisions for messages that refer to an original authorization
   (:func:`decide`): capture, refund, void and timeout reversal advice, taken
-  against a :class:`Hold` snapshot of that authorization.
+  against a :class:`Hold` snapshot of that authorization; a repeat (0221, 0201,
+  0401) processed as its original is decided as that original;
+* whether a repeat carries its processed original's fields
+  (:func:`repeats_original`).
 
 No I/O and no clock (callers pass ``today``); the only state is the random
 source of approval codes. The ledger calls :func:`locate` and :func:`decide`
@@ -42,6 +46,9 @@ __all__ = [
     "NOTHING_TO_REVERSE",
     "NOT_SIGNED_ON",
     "NO_ORIGINAL",
+    "REPEAT",
+    "REPEATS",
+    "REPEAT_MISMATCH",
     "TEST_CARDS",
     "AuthDecision",
     "CardRule",
@@ -50,15 +57,18 @@ __all__ = [
     "EntryKind",
     "Hold",
     "Original",
+    "Processed",
     "Request",
     "Status",
     "authorize",
+    "base_mti",
     "decide",
     "is_expired",
     "kind_of",
     "locate",
     "luhn_valid",
     "new_approval_code",
+    "repeats_original",
 ]
 
 # Response codes (field 39) netsim answers with; all are in dialect.RESPONSE_CODES.
@@ -87,6 +97,8 @@ NOTHING_TO_REVERSE = "nothing-to-reverse"
 NOT_APPROVED = "not-approved"
 FULLY_CAPTURED = "fully-captured"
 REJECTED = "rejected"
+REPEAT = "repeat"            # a repeat answered with its processed original's outcome
+REPEAT_MISMATCH = "repeat-mismatch"  # a repeat unlike its processed original (30, unrecorded)
 
 
 class Delivery(StrEnum):
@@ -109,9 +121,9 @@ class EntryKind(StrEnum):
     """What a ledger entry records."""
 
     AUTHORIZATION = "authorization"   # 0100
-    CAPTURE = "capture"               # 0220
-    REFUND = "refund"                 # 0200 with processing code 20xxxx
-    REVERSAL = "reversal"             # 0400 void, 0420 advice, 0421 repeat
+    CAPTURE = "capture"               # 0220 (0221 repeat)
+    REFUND = "refund"                 # 0200 with processing code 20xxxx (0201 repeat)
+    REVERSAL = "reversal"             # 0400 void (0401 repeat), 0420 advice, 0421 repeat
 
 
 _KINDS: Mapping[str, EntryKind] = MappingProxyType({
@@ -121,8 +133,18 @@ _KINDS: Mapping[str, EntryKind] = MappingProxyType({
     "0400": EntryKind.REVERSAL,
     "0420": EntryKind.REVERSAL,
     "0421": EntryKind.REVERSAL,
+    "0221": EntryKind.CAPTURE,
+    "0201": EntryKind.REFUND,
+    "0401": EntryKind.REVERSAL,
 })
 ADVICES = frozenset({"0420", "0421"})
+#: Each repeat MTI and the MTI of the original it repeats (``codec.dialect.REPEATS``).
+REPEATS: Mapping[str, str] = dialect.REPEATS
+
+
+def base_mti(mti: str) -> str:
+    """The MTI ``mti`` repeats (0220 for 0221, ...), or ``mti`` itself."""
+    return REPEATS.get(mti, mti)
 
 
 def kind_of(mti: str) -> EntryKind:
@@ -373,16 +395,60 @@ def locate(hold: Hold | None, request: Request) -> Hold | None:
 
 def decide(hold: Hold | None, request: Request) -> Decision:
     """Decide a capture, refund, void or reversal advice against the located original
-    (see :func:`locate`; None when there is none)."""
-    if request.mti == "0220":
+    (see :func:`locate`; None when there is none). A repeat (0221, 0201, 0401) is
+    decided as the message it repeats: the caller only asks when that message was
+    not processed."""
+    mti = REPEATS.get(request.mti, request.mti)
+    if mti == "0220":
         return _capture(hold, request)
-    if request.mti == "0200":
+    if mti == "0200":
         return _refund(hold, request)
-    if request.mti == "0400":
+    if mti == "0400":
         return _void(hold, request)
-    if request.mti in ADVICES:
+    if mti in ADVICES:
         return _advice(hold)
     raise ValueError("not a message about an original")
+
+
+@dataclass(frozen=True)
+class Processed:
+    """What the ledger journalled of a processed message, as :func:`repeats_original`
+    compares it: fields 3, 4, 32, 37, 42, 49, field 90's STAN and field 7, and the
+    authorization's approval code (38) when the message located one (else empty)."""
+
+    processing_code: str
+    amount: int
+    acquirer: str
+    rrn: str
+    merchant: str
+    currency: str
+    original_stan: str
+    original_transmitted: str
+    approval_code: str
+
+
+def repeats_original(processed: Processed, request: Request) -> bool:
+    """Whether the repeat ``request`` carries the fields of its processed original.
+
+    The ledger keeps what :class:`Processed` holds, so that is what is compared;
+    field 38 only when both the repeat and the original's journal row have one
+    (the row has it when the original located its authorization, whose approval
+    code the original's field 38, if any, then matched).
+    """
+    original = request.original
+    if original is None:
+        return False
+    if (processed.approval_code and request.approval_code
+            and processed.approval_code != request.approval_code):
+        return False
+    return (processed.processing_code == request.processing_code
+            and processed.amount == request.amount
+            and processed.acquirer == request.acquirer
+            and processed.rrn == request.rrn
+            and processed.merchant == request.merchant
+            and processed.currency == request.currency
+            and processed.original_stan == original.stan
+            and processed.original_transmitted == original.transmitted)
 
 
 def _capture(hold: Hold | None, request: Request) -> Decision:

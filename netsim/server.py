@@ -31,8 +31,10 @@ Per message:
 * 0100: :func:`netsim.rules.authorize`, recorded, then answered (or not, for
   the lost-response card; late, for the slow card); a duplicate (terminal, STAN,
   field 7) gets 94 and records nothing;
-* 0220, 0200, 0400, 0420, 0421: decided and recorded by the ledger in one
-  transaction; answered with its code.
+* 0220, 0200, 0400, 0420, 0421 and the repeats 0221, 0201, 0401: decided and
+  recorded by the ledger in one transaction; answered with its code (a repeat
+  of a message already processed: that message's code; one that does not
+  match it: 30).
 
 Responses carry the fields of ``codec.dialect``'s table, echoed from the
 request, with field 7 set to the response's own transmission time.
@@ -321,6 +323,9 @@ class NetSim:
                 log.debug("message.processed", conn=conn.number, mti=request.mti,
                           stan=request.stan, terminal=request.terminal, code=result.code,
                           outcome=result.outcome)
+            if result.outcome == rules.REPEAT_MISMATCH:
+                log.warning("message.repeat_mismatch", conn=conn.number, mti=request.mti,
+                            stan=request.stan, terminal=request.terminal)
             self._deliver(conn, _answer(doc, result.code))
         except Exception as exc:
             _failed(conn, exc)

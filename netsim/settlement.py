@@ -10,13 +10,17 @@ transaction the network accepted that day, per-currency totals and a trailer.
 Which entries make a detail line, and with which sign:
 
 * approved authorization (0100, 39=00)           -> ``M`` (memo: a hold, no funds move)
-* capture that captured (0220, 39=00)            -> ``D`` (debit to the cardholder)
-* refund that refunded (0200 20xxxx, 39=00)      -> ``C`` (credit to the cardholder)
+* capture that captured (0220/0221, 39=00)       -> ``D`` (debit to the cardholder)
+* refund that refunded (0200/0201 20xxxx, 39=00) -> ``C`` (credit to the cardholder)
 * void / reversal advice that released a hold    -> ``M`` (memo)
 
-Declined and rejected messages, duplicates and advices that changed nothing are
-in the ledger but not in the file. The amount of a line is what the message did
-(its ledger ``effect``: authorized, captured, refunded or released), in minor units.
+A repeat (0221, 0201, 0401) processed in place of its lost original is settled
+as that original would have been (under the repeat's MTI); a repeat answered
+from its processed original changed nothing, so it never adds a second line.
+Declined and rejected messages, duplicates, repeats of processed messages and
+advices that changed nothing are in the ledger but not in the file. The amount of
+a line is what the message did (its ledger ``effect``: authorized, captured,
+refunded or released), in minor units.
 """
 
 from __future__ import annotations

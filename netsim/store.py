@@ -4,7 +4,9 @@ transaction (:class:`Transaction`), and the write connection (:class:`Writer`).
 The tables are described in :mod:`netsim.ledger`. A :class:`Transaction` applies a
 batch of changes in order: authorizations netsim answered, and captures, refunds,
 voids and reversal advices decided against the authorization they name
-(:func:`netsim.rules.decide`). The rows of consecutive authorizations go in one
+(:func:`netsim.rules.decide`), and their repeats (0221, 0201, 0401): answered from
+the journal row of the message they repeat when it was processed, decided as it
+when it was not. The rows of consecutive authorizations go in one
 ``executemany`` and their journal rows in one ``INSERT ... SELECT`` copying them;
 the other journal rows in one ``executemany``, written before anything reads the
 journal, so every change sees the ones before it. Row ids are chosen here, one
@@ -101,8 +103,12 @@ _JOURNAL_AUTHORIZATIONS = (
     f"ELSE '{rules.DECLINED_OUTCOME}' END, "
     f"CASE status WHEN '{_APPROVED}' THEN amount ELSE 0 END, status = '{_APPROVED}', id, '', '' "
     "FROM authorizations WHERE id BETWEEN ?2 AND ?3")
-_SEEN = ("SELECT 1 FROM entries WHERE terminal = ? AND stan = ? AND transmitted = ? AND "
-         "mti = ? LIMIT 1")
+# The first journal row of a message (or of the repeat that was processed in its place):
+# the same terminal, STAN and field 7, and MTI ?4 or ?5 (a message and its repeat MTI).
+_PROCESSED = ("SELECT * FROM entries WHERE terminal = ?1 AND stan = ?2 AND transmitted = ?3 "
+              "AND mti IN (?4, ?5) ORDER BY id LIMIT 1")
+# Each MTI that has a repeat MTI, and that repeat (the inverse of rules.REPEATS).
+_REPEAT_OF = {base: repeat for repeat, base in rules.REPEATS.items()}
 _ORIGINAL = "SELECT * FROM authorizations WHERE terminal = ? AND stan = ? AND transmitted = ?"
 _UPDATES = {
     kind: f"UPDATE authorizations SET {change}, updated_at = ? WHERE id = ?"
@@ -126,8 +132,9 @@ def connect(path: str | os.PathLike[str], *, write: bool = False) -> sqlite3.Con
 @dataclass(frozen=True)
 class Outcome:
     """What the ledger did with a request: the response code to send, what the message
-    did (an :class:`Entry` outcome, or ``duplicate``), the amount it moved, and the ids
-    of the records written and touched (None for a duplicate, which records nothing)."""
+    did (an :class:`Entry` outcome, ``duplicate`` or ``repeat-mismatch``), the amount it
+    moved, and the ids of the records written and touched (None for a duplicate or a
+    repeat that does not match its original: those record nothing)."""
 
     code: str
     outcome: str
@@ -138,10 +145,11 @@ class Outcome:
 
     @property
     def duplicate(self) -> bool:
-        return self.entry_id is None
+        return self.entry_id is None and self.code == rules.DUPLICATE
 
 
 _DUPLICATE = Outcome(rules.DUPLICATE, "duplicate")
+_MISMATCH = Outcome(rules.FORMAT_ERROR, rules.REPEAT_MISMATCH)
 
 
 def _outcome(code: str, outcome: str, effect: int, changed: bool, entry_id: int,
@@ -248,13 +256,23 @@ class Transaction:
     # ------------------------------------------------------------ messages about an original
 
     def _refer(self, req: Request) -> Outcome:
-        """A capture, refund, void or reversal advice against the original it names."""
+        """A capture, refund, void or reversal advice (or a repeat) against the original
+        it names.
+
+        A capture, refund or void already processed (the same terminal, STAN and field
+        7, under its MTI or its repeat's) is a duplicate: 94, nothing recorded. A repeat
+        of one already processed gets that one's code (:meth:`_repeat`); a repeat of
+        one never processed is decided as it. Advices are never duplicates.
+        """
         kind = rules.kind_of(req.mti)
         if req.mti not in rules.ADVICES:
             self._write_journal()  # the duplicate check reads it
-            if self._conn.execute(_SEEN, (req.terminal, req.stan, req.transmitted,
-                                          req.mti)).fetchone() is not None:
-                return _DUPLICATE
+            base = rules.REPEATS.get(req.mti, req.mti)
+            processed = self._conn.execute(_PROCESSED, (
+                req.terminal, req.stan, req.transmitted, base,
+                _REPEAT_OF.get(base, base))).fetchone()
+            if processed is not None:
+                return self._repeat(req, processed) if req.mti != base else _DUPLICATE
         row = None
         if req.original is not None and req.original.mti == "0100":
             row = self._conn.execute(_ORIGINAL, (req.terminal, req.original.stan,
@@ -274,6 +292,18 @@ class Transaction:
                                      approval_code)
         return Outcome(decision.code, decision.outcome, decision.effect, decision.changed,
                        entry_id, auth_id)
+
+    def _repeat(self, req: Request, processed: sqlite3.Row) -> Outcome:
+        """A repeat of the processed message ``processed`` (its journal row): answered
+        with its code and journalled as changing nothing, or, when it does not carry
+        that message's fields, a format error that records nothing."""
+        if not rules.repeats_original(_processed(processed), req):
+            return _MISMATCH
+        code, auth_id = processed["response_code"], processed["authorization_id"]
+        entry_id = self._journal_row(req, code, rules.REPEAT, 0, False, auth_id,
+                                     processed["card_bin"], processed["card_last4"],
+                                     processed["approval_code"])
+        return Outcome(code, rules.REPEAT, 0, False, entry_id, auth_id)
 
     # ------------------------------------------------------------ the journal
 
@@ -307,6 +337,14 @@ def _size(path: str) -> int:
 
 def _next_id(conn: sqlite3.Connection, table: str) -> int:
     return int(conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def _processed(row: sqlite3.Row) -> rules.Processed:
+    return rules.Processed(
+        processing_code=row["processing_code"], amount=row["amount"], acquirer=row["acquirer"],
+        rrn=row["rrn"], merchant=row["merchant"], currency=row["currency"],
+        original_stan=row["original_stan"], original_transmitted=row["original_transmitted"],
+        approval_code=row["approval_code"])
 
 
 def _hold(row: sqlite3.Row) -> rules.Hold:

@@ -173,3 +173,12 @@ def refund(original: dict[str, str], amount: int) -> dict[str, str]:
 
 def reversal(original: dict[str, str], mti: str = "0400") -> dict[str, str]:
     return _refer(mti, original, int(original["4"]), original["3"])
+
+
+_REPEAT_OF = {base: repeat_mti for repeat_mti, base in dialect.REPEATS.items()}
+
+
+def repeat(message: dict[str, str]) -> dict[str, str]:
+    """The repeat (0221, 0201, 0401) of a 0220, 0200 or 0400: the same fields, STAN and
+    field 7 included, under the repeat MTI."""
+    return {**message, "t": _REPEAT_OF[message["t"]]}

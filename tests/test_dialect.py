@@ -17,6 +17,20 @@ def test_every_request_has_a_response_mti() -> None:
     assert set(dialect.REQUIRED_FIELDS) == set(dialect.REQUEST_MTIS)
 
 
+def test_repeats_are_answered_and_checked_as_their_originals() -> None:
+    """0221, 0201 and 0401 repeat 0220, 0200 and 0400: the same response MTI and the same
+    mandatory fields; 0421 is not one of them (it repeats an advice under a new STAN)."""
+    assert dict(dialect.REPEATS) == {"0221": "0220", "0201": "0200", "0401": "0400"}
+    for repeat_mti, base in dialect.REPEATS.items():
+        assert dialect.response_mti(repeat_mti) == dialect.response_mti(base) is not None
+        assert dialect.REQUIRED_FIELDS[repeat_mti] == dialect.REQUIRED_FIELDS[base]
+        assert repeat_mti in dialect.REQUEST_MTIS
+    assert dialect.response_mti("0221") == "0230"
+    assert dialect.response_mti("0201") == "0210"
+    assert dialect.response_mti("0401") == "0410"
+    assert "0421" not in dialect.REPEATS
+
+
 def test_match_key_is_terminal_and_stan() -> None:
     """A response is matched by (field 41, field 11)."""
     assert dialect.match_key({"t": "0110", "41": "TERM0001", "11": "000042"}) == (

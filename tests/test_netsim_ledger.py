@@ -3,6 +3,7 @@ threads, and that no full card number ever reaches the file."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import sqlite3
 import threading
@@ -174,3 +175,44 @@ def test_a_repeated_capture_is_a_duplicate_but_advices_never_are(ledger: Ledger)
     assert record is not None and (record.captured, record.reversed) == (300, 700)
     assert len(ledger.entries(kind=EntryKind.CAPTURE)) == 1
     assert len(ledger.reversals_of("TERM0001", "000001")) == 2
+
+
+def test_a_repeat_in_the_same_group_commit_as_its_original_sees_it(tmp_path: Path) -> None:
+    """A capture and its 0221 repeat committed in one transaction capture once (the repeat
+    answers 00 as a repeat), and a 0221 before its 0220 in one transaction makes the
+    0220 a duplicate."""
+    ledger = Ledger(tmp_path / "batch.db", clock=lambda: DAY)
+    auth = _auth("000001")
+    ledger.apply(auth, code="00", approval_code="ABC123")
+    first = _ref("0220", auth, "000002", 300, approval="ABC123")
+    second = _ref("0220", auth, "000003", 200, approval="ABC123")
+
+    async def main() -> list[tuple[str, str, int]]:
+        futures = [ledger.submit(first), ledger.submit(dataclasses.replace(first, mti="0221")),
+                   ledger.submit(dataclasses.replace(second, mti="0221")),
+                   ledger.submit(second)]
+        return [(o.code, o.outcome, o.effect)
+                for o in [await asyncio.wrap_future(f) for f in futures]]
+
+    assert asyncio.run(main()) == [("00", "captured", 300), ("00", "repeat", 0),
+                                   ("00", "captured", 200), ("94", "duplicate", 0)]
+    record = ledger.find_authorization("TERM0001", "000001")
+    assert record is not None and record.captured == 500
+    assert [(e.mti, e.changed) for e in ledger.entries(kind=EntryKind.CAPTURE)] == [
+        ("0220", True), ("0221", False), ("0221", True)]
+    ledger.close()
+
+
+def test_a_mismatched_repeat_records_nothing(ledger: Ledger) -> None:
+    """A 0401 with its 0400's STAN and field 7 but another amount is a format error (30)
+    that is neither a duplicate nor journalled, and releases nothing."""
+    auth = _auth("000001")
+    ledger.apply(auth, code="00", approval_code="ABC123")
+    void = _ref("0400", auth, "000002", 1000)
+    assert ledger.apply(void).code == "00"
+    wrong = ledger.apply(dataclasses.replace(void, mti="0401", amount=999))
+    assert (wrong.code, wrong.outcome, wrong.entry_id, wrong.duplicate) == (
+        "30", "repeat-mismatch", None, False)
+    assert len(ledger.entries()) == 2
+    record = ledger.find_authorization("TERM0001", "000001")
+    assert record is not None and (record.status, record.reversed) == (Status.REVERSED, 1000)

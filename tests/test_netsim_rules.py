@@ -159,3 +159,36 @@ def test_faults_validate_and_are_reproducible_with_a_seed() -> None:
     assert all(0.0 <= d <= 0.5 for d, _ in first)
     assert {dropped for _, dropped in first} == {True, False}
     assert Faults(drop_rate=1.0).drops() and not Faults().drops()
+
+
+@pytest.mark.parametrize(("base", "repeat", "code", "amount"), [
+    ("0220", "0221", "000000", 400), ("0200", "0201", "200000", 100),
+    ("0400", "0401", "000000", 1000), ("0400", "0401", "000000", 999)])
+def test_a_repeat_is_decided_as_the_message_it_repeats(base: str, repeat: str, code: str,
+                                                       amount: int) -> None:
+    """A 0221, 0201 or 0401 (processed because its original was not) gets exactly the
+    decision of its 0220, 0200 or 0400, refusals included."""
+    hold = replace(HOLD, captured=500) if base == "0200" else HOLD
+    assert rules.base_mti(repeat) == base and rules.base_mti(base) == base
+    assert rules.kind_of(repeat) is rules.kind_of(base)
+    decision = rules.decide(hold, _ref(repeat, amount, code=code))
+    assert decision == rules.decide(hold, _ref(base, amount, code=code))
+    assert rules.decide(None, _ref(repeat, amount, code=code)).code == "25"
+
+
+def test_repeats_original_compares_the_journalled_fields() -> None:
+    """A repeat matches its processed original only when 3, 4, 32, 37, 42, 49, field 90's
+    STAN and field 7 (and 38, when both have one) are the same."""
+    request = _ref("0221", 600, approval="ABC123")
+    processed = rules.Processed(
+        processing_code="000000", amount=600, acquirer="440001", rrn="633219000001",
+        merchant="MERCHANT0000001", currency="978", original_stan="000001",
+        original_transmitted="1122193012", approval_code="ABC123")
+    assert rules.repeats_original(processed, request)
+    assert rules.repeats_original(replace(processed, approval_code=""), request)
+    for change in ({"processing_code": "200000"}, {"amount": 601}, {"acquirer": "440002"},
+                   {"rrn": "633219000002"}, {"merchant": "OTHER"}, {"currency": "840"},
+                   {"original_stan": "000009"}, {"original_transmitted": "1122193099"},
+                   {"approval_code": "XYZ999"}):
+        assert not rules.repeats_original(replace(processed, **change), request), change
+    assert not rules.repeats_original(processed, replace(request, original=None))
