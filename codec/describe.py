@@ -15,7 +15,7 @@ from codec.errors import mask_pan
 from codec.spec import FIELD_KEYS, SpecLike, compile_spec
 
 #: Fields never shown, only their length.
-HIDDEN_FIELDS = frozenset({"35", "36", "45", "52", "64", "96", "128"})
+HIDDEN_FIELDS = frozenset({"35", "36", "45", "48", "52", "64", "96", "128"})
 _ORDER = {"h": -4, "t": -3, "p": -2, "1": -1}
 
 

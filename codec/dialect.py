@@ -15,7 +15,7 @@ Messages (``+`` = present when it applies):
 request   fields                                                         response (fields)
 ========  =============================================================  =========================
 0800      7 11 32 41 70 (001 sign-on, 301 echo, 002 sign-off)            0810: 7 11 32 39 41 70
-0100      2 3 4 7 11 12 13 14 18 22 25 32 37 41 42 49 +43 +55            0110: 2 3 4 7 11 12 13 32
+0100      2 3 4 7 11 12 13 14 18 22 25 32 37 41 42 49 +43 +48 +55            0110: 2 3 4 7 11 12 13 32
           (3 = 000000 purchase; 37 = RRN chosen by the acquirer)           37 +38 39 41 42 49
 0220      3 4 7 11 12 13 32 37 38 41 42 49 90 (capture of a hold;        0230: 3 4 7 11 32 37 39 41
           4 = amount captured, <= the hold; 37/38 of the 0100)             42 49
@@ -45,6 +45,10 @@ differ from its processed original's is a format error (``30``) and changes
 nothing. A repeat's reply has the original reply's MTI, fields and key, so a late
 reply to the original answers its repeat just as well. (0421 is not such a
 repeat: it repeats a 0420 advice under a new STAN.)
+
+Field 48 (additional data, LLLVAR) of a 0100 carries the card security code when
+the acquirer holds one: ``CVC`` + its length as 2 digits + the 3 or 4 digits
+(e.g. ``CVC03123``). It is card data: never stored, logged or echoed.
 
 Field 90 (original data elements, n42) names the original 0100:
 original MTI (4) + original STAN (6) + original field 7 (10) + acquirer id
@@ -109,6 +113,7 @@ RESPONSE_CODES: Mapping[str, str] = {
     "57": "transaction not permitted",
     "61": "exceeds withdrawal limit",
     "65": "exceeds withdrawal frequency",
+    "N7": "card security code mismatch",
     "91": "issuer or switch inoperative",
     "94": "duplicate transmission",
     "96": "system malfunction",
@@ -153,6 +158,22 @@ def transmission_time(moment: datetime | None = None) -> str:
     if _now_cache[0] != second:
         _now_cache = (second, datetime.fromtimestamp(second, UTC).strftime("%m%d%H%M%S"))
     return _now_cache[1]
+
+
+def security_code(cvc: str) -> str:
+    """Field 48 of a 0100 carrying the card security code: ``CVC`` + length + digits."""
+    if not (cvc.isascii() and cvc.isdigit() and 3 <= len(cvc) <= 4):
+        raise ValueError("a card security code is 3 or 4 digits")
+    return f"CVC{len(cvc):02d}{cvc}"
+
+
+def parse_security_code(field48: str) -> str:
+    """The card security code in field 48 (ValueError if the field is not one)."""
+    if (len(field48) < 8 or not field48.startswith("CVC") or not field48[3:5].isdigit()
+            or int(field48[3:5]) != len(field48) - 5 or not field48[5:].isdigit()
+            or not 3 <= len(field48) - 5 <= 4):
+        raise ValueError("field 48 is not CVC + length + 3 or 4 digits")
+    return field48[5:]
 
 
 def original_data(mti: str, stan: str, transmitted: str, acquirer: str) -> str:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from typing import Any
 
 #: Fields whose values are card data or secrets and are never shown in clear.
-SENSITIVE_FIELDS = frozenset({"2", "35", "36", "45", "52", "55"})
+SENSITIVE_FIELDS = frozenset({"2", "35", "36", "45", "48", "52", "55"})
 
 
 def redact_partial(doc: Mapping[str, Any]) -> dict[str, str]:

@@ -48,7 +48,7 @@ SENSITIVE_KEYS: Final = frozenset({
 
 #: ISO 8583 fields redacted wholesale inside a message dict (one with an MTI key ``"t"``):
 #: 2 PAN, 35 track 2, 36 track 3, 45 track 1, 52 PIN block, 55 EMV chip data.
-ISO_SENSITIVE_FIELDS: Final = frozenset({"2", "35", "36", "45", "52", "55"})
+ISO_SENSITIVE_FIELDS: Final = frozenset({"2", "35", "36", "45", "48", "52", "55"})
 
 _MAX_DEPTH: Final = 16
 _SCALARS: Final = (int, float, bool, type(None))

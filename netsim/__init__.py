@@ -64,8 +64,10 @@ Where the dialect (``codec/dialect.py``) is silent, netsim decides as follows:
   difference is a format error (30) that records nothing. Fields 12 and 13 are
   not compared (the ledger does not keep them).
 * **Authorization.** Processing code must start with 00 (else 12); then Luhn
-  (14), expiry (field 14, YYMM, valid through the end of that month; 54), then
-  the test cards. An unparseable field 14 or field 90 is a format error (30).
+  (14), expiry (field 14, YYMM, valid through the end of that month; 54), the
+  security code (field 48 ``CVC`` + length + digits, optional; ``000`` stands for
+  a wrong one: N7; it is checked and never kept), then the test cards. An
+  unparseable field 14, 48 or 90 is a format error (30).
 * **Before sign-on.** 0800 echo (301) is answered before sign-on; any other
   field 70 code gets 30. A frame that does not decode is answered 30 (when 11
   and 41 are readable) whether or not the connection signed on.

@@ -208,6 +208,7 @@ class Request:
     expiry: str = ""
     original: Original | None = None
     pan: str = field(default="", repr=False)
+    security_code_failed: bool = False  # field 48 carried the test code 000
 
     @property
     def kind(self) -> EntryKind:
@@ -236,6 +237,9 @@ class Request:
         if expiry and (len(expiry) != 4 or not expiry.isdigit()
                        or not 1 <= int(expiry[2:]) <= 12):
             raise ValueError("field 14 is not YYMM")
+        security_code_failed = False
+        if "48" in doc:   # checked, never kept
+            security_code_failed = dialect.parse_security_code(doc["48"]) == BAD_SECURITY_CODE
         original = None
         if "90" in doc:
             o_mti, o_stan, o_time, o_acq = dialect.parse_original_data(doc["90"])
@@ -261,6 +265,7 @@ class Request:
             expiry=expiry,
             original=original,
             pan=doc.get("2", "") if mti == "0100" else "",
+            security_code_failed=security_code_failed,
         )
         return request
 
@@ -306,17 +311,24 @@ _REFUSALS = {code: AuthDecision(code) for code in (INVALID_TRANSACTION, INVALID_
                                                    EXPIRED_CARD)}
 _DECISIONS = {pan: AuthDecision(rule.code, rule.delivery) for pan, rule in TEST_CARDS.items()}
 _DEFAULT_DECISION = AuthDecision(DEFAULT_RULE.code, DEFAULT_RULE.delivery)
+#: Field 48's security code ``000`` stands for a wrong one: declined N7 (after Luhn and
+#: expiry, before the test cards). Any other code is accepted.
+BAD_SECURITY_CODE = "000"
+_SECURITY_CODE_MISMATCH = AuthDecision("N7")
 
 
 def authorize(request: Request, today: date) -> AuthDecision:
     """Decide a 0100: processing code 00xxxx (else 12), Luhn (else 14), expiry (else
-    54), then the test-card table; any other card approves."""
+    54), security code 000 in field 48 (N7), then the test-card table; any other card
+    approves."""
     if not request.processing_code.startswith("00"):
         return _REFUSALS[INVALID_TRANSACTION]
     if not luhn_valid(request.pan):
         return _REFUSALS[INVALID_CARD]
     if request.expiry and is_expired(request.expiry, today):
         return _REFUSALS[EXPIRED_CARD]
+    if request.security_code_failed:
+        return _SECURITY_CODE_MISMATCH
     return _DECISIONS.get(request.pan, _DEFAULT_DECISION)
 
 

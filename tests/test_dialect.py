@@ -55,3 +55,15 @@ def test_original_data_round_trips() -> None:
         dialect.original_data("0100", "123", "1122193012", "440001")
     with pytest.raises(ValueError):
         dialect.parse_original_data("01000001231122193012")
+
+
+def test_the_security_code_field_round_trips_and_refuses_anything_else() -> None:
+    """Field 48 is CVC + 2-digit length + 3 or 4 digits; anything else is refused."""
+    from codec import dialect
+    assert dialect.security_code("123") == "CVC03123"
+    assert dialect.parse_security_code(dialect.security_code("1234")) == "1234"
+    for bad in ("CVC0312", "CVC04123", "XYZ03123", "CVC03ABC", "CVC0212", ""):
+        with pytest.raises(ValueError):
+            dialect.parse_security_code(bad)
+    with pytest.raises(ValueError):
+        dialect.security_code("12")

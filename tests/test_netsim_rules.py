@@ -192,3 +192,19 @@ def test_repeats_original_compares_the_journalled_fields() -> None:
                    {"approval_code": "XYZ999"}):
         assert not rules.repeats_original(replace(processed, **change), request), change
     assert not rules.repeats_original(processed, replace(request, original=None))
+
+
+def test_the_security_code_is_checked_and_never_kept() -> None:
+    """Field 48's code 000 declines N7 (after Luhn and expiry); another code approves;
+    a malformed field 48 is unusable (format error); the request keeps no code."""
+    doc = {"t": "0100", "2": "4242424242424242", "3": "000000", "4": "000000001999",
+           "7": "1122193012", "11": "000001", "14": "3012", "37": "633219000001",
+           "41": "TERM0001", "42": "MERCHANT0000001", "49": "978"}
+    wrong = Request.from_doc({**doc, "48": "CVC03000"})
+    assert rules.authorize(wrong, TODAY).code == "N7"
+    assert rules.authorize(Request.from_doc({**doc, "48": "CVC03123"}), TODAY).code == "00"
+    assert rules.authorize(Request.from_doc({**doc, "48": "CVC03000", "14": "2001"}),
+                           TODAY).code == "54"
+    assert "CVC" not in repr(wrong) and not hasattr(wrong, "security_code")
+    with pytest.raises(ValueError):
+        Request.from_doc({**doc, "48": "CVC3123"})

@@ -205,3 +205,23 @@ def test_concurrent_confirms_of_one_intent_send_one_authorization(
         assert all(r.reason == "intent_unexpected_state" for r in refused)
         assert len(stack.ledger.authorizations()) == 1
     run(pki, tmp_path, scenario)
+
+
+def test_the_cvc_reaches_the_network_once(pki: Pki, tmp_path: Path) -> None:
+    """The first authorization carries the vault's CVC in field 48 (netsim declines the
+    test code 000 with N7, incorrect_cvc); the CVC is then gone, so the retry with the
+    same token goes without it and is approved; no stored message holds field 48."""
+    async def scenario(stack: payments_stack.PaymentsStack) -> None:
+        svc = stack.service
+        token = await stack.token(APPROVE, cvc="000")
+        intent = await svc.create_intent("acme", 1500, "eur", "manual")
+        intent = await svc.confirm("acme", intent.id, token)
+        error = intent.last_payment_error
+        assert intent.status is IntentStatus.REQUIRES_PAYMENT_METHOD and error is not None
+        assert (error.code, error.decline_code, error.network_response_code) == (
+            "incorrect_cvc", "incorrect_cvc", "N7")
+        intent = await svc.confirm("acme", intent.id, token)
+        assert intent.status is IntentStatus.REQUIRES_CAPTURE
+        for attempt in await stack.store.attempts_for_intent(intent.id):
+            assert "48" not in attempt.request
+    run(pki, tmp_path, scenario)

@@ -54,6 +54,7 @@ _ROWS: Final[dict[str, tuple[str, str, str]]] = {
     "51": ("card_declined", "insufficient_funds",
            "The card has insufficient funds to complete the purchase."),
     "54": ("expired_card", "expired_card", "The card has expired."),
+    "N7": ("incorrect_cvc", "incorrect_cvc", "The card's security code is incorrect."),
     "57": ("card_declined", "transaction_not_allowed",
            "The card does not support this type of purchase."),
     "61": ("card_declined", "card_velocity_exceeded",

@@ -87,7 +87,7 @@ CANCELLATION_REASONS: Final = frozenset(
 #: Stripe's refund reasons a caller may give ("" = none).
 REFUND_REASONS: Final = frozenset({"", "duplicate", "fraudulent", "requested_by_customer"})
 #: Message fields that are card data: never stored with an attempt.
-CARD_DATA_FIELDS: Final = frozenset({"2", "14", "35", "36", "45", "52", "55"})
+CARD_DATA_FIELDS: Final = frozenset({"2", "14", "35", "36", "45", "48", "52", "55"})
 
 
 class TraceFields(Protocol):

@@ -43,9 +43,10 @@ def _original(auth: Attempt, acceptor: Acceptor) -> str:
 
 
 def authorization(attempt: Attempt, card: Card, trace: Trace,
-                  acceptor: Acceptor) -> dict[str, str]:
-    """0100 for an authorization attempt (the only message that carries the PAN)."""
-    return {
+                  acceptor: Acceptor, cvc: str | None = None) -> dict[str, str]:
+    """0100 for an authorization attempt (the only message that carries the PAN), with
+    the card security code in field 48 when the vault still held it."""
+    doc = {
         "t": "0100", **trace.fields(), "2": card.pan, "3": dialect.PURCHASE,
         "4": _amount(attempt.amount),
         "14": f"{card.exp_year % 100:02d}{card.exp_month:02d}", "18": acceptor.mcc,
@@ -53,6 +54,9 @@ def authorization(attempt: Attempt, card: Card, trace: Trace,
         "32": acceptor.acquirer_id, "42": acceptor.card_acceptor_id,
         "49": money.numeric_code(attempt.currency),
     }
+    if cvc:
+        doc["48"] = dialect.security_code(cvc)
+    return doc
 
 
 def capture(attempt: Attempt, auth: Attempt, trace: Trace,
