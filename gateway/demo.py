@@ -5,9 +5,9 @@
 2. Payments: the whole stack (``gateway.stack``) on embedded defaults in a
    temporary data dir (or ``--data-dir``), scripted payments through the public
    gRPC and HTTP interfaces (``gateway.traffic``: approved, automatic capture,
-   declined, partial capture and refund, voided), a table, every outcome checked
-   against netsim's ledger, and the data dir checked for PANs in clear. Exits
-   non-zero on any disagreement.
+   declined, partial capture and refund, voided, a lost response the reconciler
+   reverses), a table, every outcome checked against netsim's ledger, and the
+   data dir checked for PANs in clear. Exits non-zero on any disagreement.
 """
 
 from __future__ import annotations

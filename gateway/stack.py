@@ -4,14 +4,17 @@ From one :class:`~gateway.config.GatewayConfig`: dev certificates (created under
 ``DATA_DIR/pki`` on first start), the HSM, the store (``DATA_DIR/paygate.db``:
 vault and payments), netsim (embedded, its ledger in ``DATA_DIR/netsim.db``),
 the network client, the payments service, the gRPC server (mutual TLS) and the
-HTTP edge. ``DATA_DIR/stack.json`` (0600) tells clients where everything is.
-Stopping turns health to NOT_SERVING, drains RPCs for the grace period, then
-closes the edge, the network link, netsim and the store, in that order.
+HTTP edge, and the reconciler (``reconciler.worker``) as a background task that
+resolves every attempt left unknown and takes the network's late replies.
+``DATA_DIR/stack.json`` (0600) tells clients where everything is. Stopping turns
+health to NOT_SERVING, drains RPCs for the grace period, then closes the edge,
+stops the reconciler, closes the network link, netsim and the store, in that order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -43,9 +46,13 @@ from gateway.store.sqlite import SqliteDatabase
 from gateway.vault import SqliteVaultStore, Vault
 from hsm_sim.config import open_hsm
 from netsim import Ledger, NetSim
+from reconciler.queue import ReconcilerQueue
+from reconciler.worker import LateReplies, Reconciler
 
 log = structlog.get_logger("gateway.stack")
 CLIENT_IDENTITY = "checkout-service"
+#: Seconds between the reconciler's passes while it has nothing due.
+RECONCILE_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -75,6 +82,16 @@ def _write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+async def _stop_worker(stop: asyncio.Event, task: asyncio.Task[None], wait: float) -> None:
+    """Let the reconciler finish its pass (a request in flight has a deadline), then go."""
+    stop.set()
+    done, _ = await asyncio.wait({task}, timeout=wait)
+    if not done:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 class Stack:
     """``async with Stack(config) as stack:`` everything runs; ``stack.info`` says where."""
 
@@ -89,6 +106,7 @@ class Stack:
         self.ledger: Ledger | None = None
         self.netsim: NetSim | None = None
         self.server: RunningServer | None = None
+        self.reconciler: Reconciler | None = None
 
     async def __aenter__(self) -> Stack:
         try:
@@ -127,15 +145,26 @@ class Stack:
         stans = SqliteStanStore(data / "stan.db")
         exit_.callback(stans.close)
         trace = TraceAllocator(stans, config.network.terminal_id)
+        late = LateReplies()   # the reconciler that takes late replies comes after the client
         network = await exit_.enter_async_context(NetworkClient(
             host, port, client_context(config.network.tls.credentials()),
             terminal_id=config.network.terminal_id, acquirer_id=config.network.acquirer_id,
             trace=trace, deadline=config.network.deadline_seconds,
             max_in_flight=config.network.max_in_flight,
-            connections=config.network.connections))
+            connections=config.network.connections, on_late_response=late))
         merchants = config.merchant_directory()
         self.service = service = PaymentService(store, vault, network, trace, merchants,
                                                 acquirer_id=config.network.acquirer_id)
+        self.reconciler = reconciler = Reconciler(
+            store, ReconcilerQueue(db), network, trace, merchants,
+            acquirer_id=config.network.acquirer_id, locks=service.locks, feed=service.feed,
+            stale_after=max(30.0, 5 * config.network.deadline_seconds))
+        late.target = reconciler.on_late_response
+        stop_reconciler = asyncio.Event()
+        worker = asyncio.create_task(reconciler.run(stop_reconciler, RECONCILE_INTERVAL),
+                                     name="reconciler")
+        exit_.push_async_callback(_stop_worker, stop_reconciler, worker,
+                                  config.network.deadline_seconds + 1.0)
 
         policy = IdentityPolicy({i.name: config.identities.merchants_for(i.name) or ()
                                  for i in config.identities})

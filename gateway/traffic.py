@@ -6,10 +6,16 @@ Each scenario tokenizes its card the way the iframe SDK does (a compact JWE to
 payment over gRPC with mutual TLS as an internal service would, each mutating
 call with its own ``idempotency-key``. Afterwards every intent is compared with
 what netsim recorded for its authorization: held, captured, refunded, released.
+
+The "lost response" scenario pays with the test card whose 0110 netsim never
+sends: confirm answers PROCESSING, and the stack's reconciler reverses the
+authorization (0420); the scenario waits (bounded) until the intent is back at
+REQUIRES_PAYMENT_METHOD with ``network_timeout`` and netsim released the hold.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -121,6 +127,22 @@ async def _voided(client: Client, row: Row) -> Any:
         id=intent.id, cancellation_reason="requested_by_customer"))
 
 
+#: How long the lost-response scenario waits for the reconciler to resolve it.
+RECONCILE_WAIT = 10.0
+LOST_RESPONSE_CARD = "4000000000000259"
+
+
+async def _lost_response(client: Client, row: Row) -> Any:
+    intent = await client.create(row.amount, pb.CAPTURE_METHOD_MANUAL)
+    intent = await client.call("ConfirmPaymentIntent", pb.ConfirmPaymentIntentRequest(
+        id=intent.id, payment_method=await client.token(LOST_RESPONSE_CARD)))
+    end = time.monotonic() + RECONCILE_WAIT
+    while STATUS.get(intent.status) == "PROCESSING" and time.monotonic() < end:
+        await asyncio.sleep(0.1)
+        intent = await client.call("GetPaymentIntent", pb.GetPaymentIntentRequest(id=intent.id))
+    return intent
+
+
 SCENARIOS: list[tuple[str, str, int, Callable[[Client, Row], Awaitable[Any]]]] = [
     ("approved, captured", "4242424242424242", 4999, _approved_manual),
     ("automatic capture", "5555555555554444", 1250, _automatic),
@@ -128,6 +150,7 @@ SCENARIOS: list[tuple[str, str, int, Callable[[Client, Row], Awaitable[Any]]]] =
     ("insufficient funds", "4000000000009995", 8000, _declined("4000000000009995")),
     ("partial capture, refund", "378282246310005", 10000, _partial_capture_refund),
     ("voided", "6011111111111117", 2200, _voided),
+    ("lost response, reversed", LOST_RESPONSE_CARD, 2500, _lost_response),
 ]
 
 
@@ -148,6 +171,12 @@ async def _check(stack: Stack, row: Row, intent: Any) -> None:
                    f"refunded {record.refunded} released {record.reversed}")
     if auth.status is AttemptStatus.DECLINED:
         row.agrees = record.response_code == auth.response_code and record.held == 0
+        return
+    if auth.status is AttemptStatus.REVERSED:   # the reconciler's reversal of a lost reply
+        error = intent.last_payment_error
+        row.agrees = (STATUS.get(intent.status) == "REQUIRES_PAYMENT_METHOD"
+                      and error.code == "network_timeout" and record.response_code == "00"
+                      and record.held == 0 and record.reversed == auth.amount)
         return
     row.agrees = (record.response_code == "00" and record.held == intent.amount_capturable
                   and record.captured == intent.amount_received
@@ -172,7 +201,9 @@ async def run_traffic(stack: Stack) -> list[Row]:
             row.intent_id = intent.id
             row.status = STATUS.get(intent.status, str(intent.status))
             error = intent.last_payment_error
-            row.detail = (f"{error.code}/{error.decline_code} ({error.network_response_code})"
+            row.detail = (error.code + (f"/{error.decline_code}" if error.decline_code else "")
+                          + (f" ({error.network_response_code})"
+                             if error.network_response_code else "")
                           if error.code else
                           f"received {intent.amount_received} refunded {intent.amount_refunded}")
             await _check(stack, row, intent)

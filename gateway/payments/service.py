@@ -76,8 +76,9 @@ class IntentFeed:
                     del self._watchers[intent_id]
 
 
-class _IntentLocks:
-    """One asyncio lock per intent id, dropped when nobody holds or waits for it."""
+class IntentLocks:
+    """One asyncio lock per intent id, dropped when nobody holds or waits for it (shared
+    with the reconciler when both run in one process: ``PaymentService.locks``)."""
 
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
@@ -119,7 +120,7 @@ class PaymentService:
     def __init__(self, store: PaymentStore, vault: Vault, network: NetworkClient,
                  trace: TraceAllocator, merchants: MerchantDirectory, *, acquirer_id: str,
                  clock: Callable[[], int] = _now_ms, ids: Ids = new_id,
-                 feed: IntentFeed | None = None) -> None:
+                 feed: IntentFeed | None = None, locks: IntentLocks | None = None) -> None:
         self._store = store
         self._vault = vault
         self._network = network
@@ -129,7 +130,12 @@ class PaymentService:
         self._clock = clock
         self._ids = ids
         self.feed = feed or IntentFeed()
-        self._locks = _IntentLocks()
+        self._locks = locks if locks is not None else IntentLocks()
+
+    @property
+    def locks(self) -> IntentLocks:
+        """The per-intent locks: whoever else changes intents in this process takes them."""
+        return self._locks
 
     # -- helpers ---------------------------------------------------------------------
     def _acceptor(self, merchant_id: str) -> Acceptor:
@@ -216,7 +222,7 @@ class PaymentService:
             change = machine.confirm(intent, token, trace, self._clock(), self._ids)
             intent, attempt, outcome = await self._record_and_send(
                 change, AttemptKind.AUTHORIZATION,
-                lambda a: messages.authorization(a, card.card, trace, acceptor))
+                lambda a: messages.authorization(a, card.card, trace, acceptor, card.cvc))
             capture_trace = None
             if isinstance(outcome, machine.Approved) and intent.capture_method == "automatic":
                 capture_trace = await self._allocate()

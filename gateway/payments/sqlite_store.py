@@ -90,6 +90,7 @@ SCHEMA: Final = (
     ) STRICT""",
     "CREATE INDEX IF NOT EXISTS attempts_status ON attempts (status, kind, created)",
     "CREATE INDEX IF NOT EXISTS attempts_intent ON attempts (intent_id)",
+    "CREATE INDEX IF NOT EXISTS attempts_trace ON attempts (terminal_id, stan)",
     """CREATE TABLE IF NOT EXISTS refunds (
         id          TEXT PRIMARY KEY,
         intent_id   TEXT NOT NULL REFERENCES payment_intents (id),
@@ -369,6 +370,14 @@ class SqlitePaymentStore:
                                     "AND kind = ? ORDER BY created, id LIMIT ?",
                                     (status.value, kind.value, limit)).fetchall()
             return [_attempt(r) for r in rows]
+        return await self._db.read(job)
+
+    async def attempt_by_trace(self, terminal_id: str, stan: str) -> Attempt | None:
+        def job(conn: sqlite3.Connection) -> Attempt | None:
+            row = conn.execute(f"SELECT {_ATTEMPT} FROM attempts WHERE terminal_id = ? "
+                               "AND stan = ? ORDER BY created DESC, rowid DESC LIMIT 1",
+                               (terminal_id, stan)).fetchone()
+            return None if row is None else _attempt(row)
         return await self._db.read(job)
 
     async def get_refund(self, refund_id: str) -> Refund | None:

@@ -115,6 +115,11 @@ class PaymentStore(Protocol):
         """Attempts in ``status`` (and of ``kind``), oldest first (for the reconciler)."""
         ...
 
+    async def attempt_by_trace(self, terminal_id: str, stan: str) -> Attempt | None:
+        """The newest attempt sent from ``terminal_id`` with STAN ``stan`` (fields 41 and
+        11: how a late reply names its request), or ``None``."""
+        ...
+
     async def get_refund(self, refund_id: str) -> Refund | None:
         """The refund, or ``None``."""
         ...
