@@ -118,6 +118,10 @@ def _up(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
     from gateway.logging import configure_logging
 
+    if args.demo and args.no_netsim:
+        print("paygate up: --demo checks its payments against the embedded netsim's ledger; "
+              "it cannot be combined with --no-netsim")
+        return 2
     try:
         config = stack_config(args)
     except ConfigError as exc:

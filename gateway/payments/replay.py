@@ -46,6 +46,12 @@ No double charge either way: besides rule 1, the state machine refuses a second
 confirm, capture or cancel of an intent that moved on, and the store's version
 check refuses a change decided on a stale read. The answer, whichever rule gave
 it, is stored and replayed for the key from then on.
+
+What the rules cannot fully cover is taking over a call that is in fact still
+running (slower than the lease, or a second process on the same store started
+after it): confirm, capture and cancel stay safe through the state machine and
+the version check, but a refund could be made twice if the live call records it
+between the retry's look at the store and its own run — hence the generous lease.
 """
 
 from __future__ import annotations
@@ -55,12 +61,15 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 import grpc
+import structlog
 from paygate.v1 import payments_pb2
 
 from gateway.payments import convert, idempotency
 from gateway.payments.errors import DomainError
 from gateway.payments.model import PaymentIntent
 from gateway.payments.store import IdempotencyRecord, PaymentStore
+
+log = structlog.get_logger("gateway.payments.replay")
 
 #: Refusals that are final for these parameters, so they are stored and replayed.
 DEFINITIVE: Final = frozenset({"INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND",
@@ -168,6 +177,9 @@ class IdempotentCalls:
         try:
             if lost is not None:
                 recovered = await self._recorded_answer(method, request, lost)
+                log.warning("idempotency_claim_taken_over", method=method,
+                            claimed_ms_ago=now - lost.created,
+                            answer="recorded" if recovered is not None else "run_again")
                 if recovered is not None:
                     await self._store.complete_idempotency(scope, key, recovered, 0, b"")
                     return recovered
@@ -201,6 +213,8 @@ class IdempotentCalls:
             if (intent is None or intent.updated < lost.created
                     or not self._may_see(intent.merchant_id)):
                 raise
+            log.info("idempotency_rerun_found_intent_moved", method=method,
+                     status=intent.status.value)
             return _intent_bytes(intent)
 
     async def _recorded_answer(self, method: str, request: bytes,
