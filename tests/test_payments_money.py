@@ -180,7 +180,8 @@ def test_any_integer_is_accepted_exactly_when_in_range(code: str, amount: int) -
     ("30", "processing_error", "processing_error"),
     ("13", "card_declined", "invalid_amount"),
     ("12", "card_declined", "generic_decline"),
-    ("N7", "card_declined", "generic_decline"),
+    ("N7", "incorrect_cvc", "incorrect_cvc"),
+    ("Z9", "card_declined", "generic_decline"),
     ("99", "card_declined", "generic_decline"),
 ])
 def test_response_code_maps_to_stripe_error(field39: str, code: str, decline_code: str) -> None:
