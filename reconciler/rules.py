@@ -95,13 +95,15 @@ def timeout_reversal(intent: PaymentIntent, auth: Attempt, trace: TraceFields, n
 
 
 def reversal_outcome(intent: PaymentIntent, auth: Attempt, reversal: Attempt,
-                     outcome: Outcome, now: int) -> Change:
+                     outcome: Outcome, now: int, other_tries: Iterable[Attempt] = ()) -> Change:
     """Apply the 0430 (or its absence) to one reversal try.
 
     Acknowledged (00): the try ``approved``, the authorization ``reversed``, and the
     intent, if still ``processing``, back to ``requires_payment_method`` with
-    ``network_timeout``. Otherwise the try is ``declined`` / ``unknown`` and another
-    try will follow.
+    ``network_timeout``; earlier tries of the same authorization still without an
+    answer (``other_tries`` that are ``recorded`` or ``unknown``) become
+    ``superseded``: the hold is released, nothing is left unknown. Otherwise the try
+    is ``declined`` / ``unknown`` and another try will follow.
     """
     _check_attempt(intent, reversal, AttemptKind.TIMEOUT_REVERSAL, outcome)
     if reversal.original_attempt_id != auth.id:
@@ -112,6 +114,13 @@ def reversal_outcome(intent: PaymentIntent, auth: Attempt, reversal: Attempt,
                        events=(_attempt_event(settled, now),))
     attempts: tuple[Attempt, ...] = (settled,)
     events: list[Event] = [_attempt_event(settled, now)]
+    for other in other_tries:
+        if (other.id != reversal.id and other.kind is AttemptKind.TIMEOUT_REVERSAL
+                and other.original_attempt_id == auth.id
+                and other.status in (AttemptStatus.RECORDED, AttemptStatus.UNKNOWN)):
+            moot = dataclasses.replace(other, status=AttemptStatus.SUPERSEDED, updated=now)
+            attempts += (moot,)
+            events.append(_attempt_event(moot, now))
     if auth.status is AttemptStatus.UNKNOWN:
         reversed_auth = dataclasses.replace(auth, status=AttemptStatus.REVERSED, updated=now)
         attempts += (reversed_auth,)

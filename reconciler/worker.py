@@ -464,7 +464,9 @@ class Reconciler:
             except VersionConflict:
                 continue
             answer = await self._exchange(doc)
-            await self._settle(rest.id, answer or Declined(messages.NOT_SENT))
+            # Not sent: unknown, so that it is repeated (0401) until the network answers;
+            # a release settled declined would leave the rest of the hold on forever.
+            await self._settle(rest.id, answer or Unknown())
             return
 
     # -- settling an attempt through the state machine ------------------------------------
@@ -520,7 +522,8 @@ class Reconciler:
         if original is None:
             raise ValueError(f"{attempt.id}: its authorization is missing")
         if kind is AttemptKind.TIMEOUT_REVERSAL:
-            return rules.reversal_outcome(intent, original, attempt, outcome, now)
+            tries = rules.reversals_of(original, await self._store.attempts_for_intent(intent.id))
+            return rules.reversal_outcome(intent, original, attempt, outcome, now, tries)
         if kind is AttemptKind.CAPTURE:
             return machine.capture_outcome(intent, original, attempt, outcome, now, self._ids)
         if kind is AttemptKind.VOID:

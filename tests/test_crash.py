@@ -650,3 +650,22 @@ def test_a_refund_recorded_by_the_lost_call_is_the_answer_and_not_made_twice(
             return b"refunded"
         assert await env.run("CreateRefund", other, "k2", call) == b"refunded"
     run_scenario(tmp_path, scenario)
+
+
+def test_a_second_takeover_still_sees_the_first_claims_time(tmp_path: Path) -> None:
+    """A takeover that itself dies re-dates the claim for its lease, but the next takeover
+    still learns when the key was first claimed (so what the first lost call recorded is
+    found, and it is not run again)."""
+    async def scenario(env: Env) -> None:
+        request = pb.CreatePaymentIntentRequest(merchant_id="acme", amount=100, currency="eur")
+        first = STARTED - 50
+        await env.lost_claim("CreatePaymentIntent", request, first, "k")
+        fingerprint = idempotency.request_fingerprint(
+            "CreatePaymentIntent", request.SerializeToString(deterministic=True))
+        retry = idempotency.new_record(SCOPE, "k", fingerprint, STARTED - 10)
+        lost = await env.store.takeover_idempotency(retry, STARTED - 5)
+        assert lost is not None and lost.created == first
+        again = idempotency.new_record(SCOPE, "k", fingerprint, env.clock.now)
+        lost = await env.store.takeover_idempotency(again, STARTED)
+        assert lost is not None and lost.created == first
+    run_scenario(tmp_path, scenario)

@@ -99,3 +99,22 @@ def test_a_repeat_is_the_stored_message_with_the_repeat_mti() -> None:
     recorded = rules.repeat_recorded(lost.intent, capture, 1, 7)
     assert recorded.events[0].type == "attempt.repeated" and not recorded.attempts
     assert recorded.intent.status is IntentStatus.PROCESSING
+
+
+def test_an_acknowledged_try_supersedes_the_unanswered_ones() -> None:
+    """When the third try is acknowledged, the two earlier tries whose 0430 never came are
+    superseded: nothing of the reversal is left unknown."""
+    intent, auth = unknown_auth()
+    tries: list[Attempt] = []
+    for now in (4, 6):
+        change = rules.timeout_reversal(intent, auth, TRACE, now, ids)
+        lost = rules.reversal_outcome(change.intent, auth, change.attempts[0], Unknown(), now + 1)
+        intent, tries = lost.intent, [*tries, lost.attempts[0]]
+    change = rules.timeout_reversal(intent, auth, TRACE, 8, ids)
+    done = rules.reversal_outcome(change.intent, auth, change.attempts[0], Approved(), 9,
+                                  [*tries, change.attempts[0]])
+    statuses = {a.id: a.status for a in done.attempts}
+    assert [statuses[t.id] for t in tries] == [AttemptStatus.SUPERSEDED] * 2
+    assert statuses[change.attempts[0].id] is AttemptStatus.APPROVED
+    assert statuses[auth.id] is AttemptStatus.REVERSED
+    assert len(done.events) >= 5

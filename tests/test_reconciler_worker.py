@@ -249,7 +249,7 @@ def test_dropped_0430s_are_repeated_as_0421_until_one_is_acknowledged(
             assert [t.request["t"] for t in tries] == ["0420"] + ["0421"] * (len(tries) - 1)
             assert len({t.stan for t in tries}) == len(tries)
             assert [t.status for t in tries] == (
-                [AttemptStatus.UNKNOWN] * (len(tries) - 1) + [AttemptStatus.APPROVED])
+                [AttemptStatus.SUPERSEDED] * (len(tries) - 1) + [AttemptStatus.APPROVED])
             auth = await r.auth(intent.id)
             advices = r.ledger.reversals_of(TERMINAL, auth.stan)
             assert len(advices) == len(tries) and sum(e.changed for e in advices) == 1
@@ -287,7 +287,7 @@ def test_a_restart_resumes_from_the_durable_queue_and_never_double_reverses(
             assert entry is not None and entry.tries >= 1
             await r.passes_until(lambda: _is(r, intent_id, timed_out))
             tries = {t.id: t for t in await r.attempts(intent_id, AttemptKind.TIMEOUT_REVERSAL)}
-            assert tries[unsent_id].status is AttemptStatus.UNKNOWN
+            assert tries[unsent_id].status is AttemptStatus.SUPERSEDED
             assert [t.request.get("t") for t in tries.values()][-1] == "0421"
             advices = r.ledger.reversals_of(TERMINAL, auth.stan)
             assert len(advices) == len(tries) - 1      # the unsent try never reached netsim

@@ -57,6 +57,7 @@ class AttemptStatus(enum.StrEnum):
     DECLINED = "declined"
     UNKNOWN = "unknown"
     REVERSED = "reversed"
+    SUPERSEDED = "superseded"   # a reversal try with no answer, made moot by an acknowledged one
 
 
 class RefundStatus(enum.StrEnum):

@@ -107,6 +107,14 @@ def _with_request(change: Change, attempt_id: str, doc: Mapping[str, str]) -> Ch
     return dataclasses.replace(change, attempts=attempts)
 
 
+def _merged(first: Change, then: Change) -> Change:
+    """Two consecutive decisions on one intent as one atomic change (one version step)."""
+    intent = dataclasses.replace(then.intent, version=first.intent.version)
+    return Change(intent=intent, expected_version=first.expected_version,
+                  attempts=first.attempts + then.attempts, refunds=first.refunds + then.refunds,
+                  events=first.events + then.events)
+
+
 def _new_attempt(change: Change, kind: AttemptKind) -> Attempt | None:
     for attempt in change.attempts:
         if attempt.kind is kind and attempt.status is AttemptStatus.RECORDED:
@@ -249,21 +257,30 @@ class PaymentService:
                                      self._ids)
             intent, attempt, outcome = await self._record_and_send(
                 change, AttemptKind.CAPTURE, lambda a: messages.capture(a, auth, trace, acceptor))
-            intent = await self._commit(machine.capture_outcome(
-                intent, auth, attempt, outcome, self._clock(), self._ids))
-            if release.remainder(intent, auth) > 0:
-                intent = await self._release_rest(intent, auth, acceptor)
-            return intent
+            captured = machine.capture_outcome(intent, auth, attempt, outcome, self._clock(),
+                                               self._ids)
+            if release.remainder(captured.intent, auth) == 0:
+                return await self._commit(captured)
+            return await self._release_rest(captured, auth, acceptor)
 
-    async def _release_rest(self, intent: PaymentIntent, auth: Attempt,
+    async def _release_rest(self, captured: Change, auth: Attempt,
                             acceptor: Acceptor) -> PaymentIntent:
-        """After a partial capture, give the rest of the hold back (0400 of the remainder)."""
+        """After a partial capture, give the rest of the hold back (0400 of the remainder).
+
+        The release is recorded in the same commit as the capture's outcome, so no crash
+        can leave a succeeded intent whose remainder nobody will release.
+        """
         trace = await self._allocate()
-        change = release.release(intent, auth, trace, self._clock(), self._ids)
+        change = release.release(captured.intent, auth, trace, self._clock(), self._ids)
         if change is None:
-            return intent
+            return await self._commit(captured)
+        change = _merged(captured, change)
         intent, attempt, outcome = await self._record_and_send(
             change, AttemptKind.RELEASE, lambda a: messages.void(a, auth, trace, acceptor))
+        if isinstance(outcome, Declined) and outcome.code == messages.NOT_SENT:
+            # Never left: unknown, so that the reconciler repeats it (0401) until answered;
+            # settled declined, the rest of the hold would stay on at the network for good.
+            outcome = Unknown()
         return await self._commit(release.release_outcome(intent, attempt, outcome,
                                                           self._clock()))
 

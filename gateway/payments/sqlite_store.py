@@ -16,12 +16,14 @@ Enums are stored as their string values.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 from dataclasses import asdict
 from typing import Any, Final, cast
 
 from gateway.payments.audit import GENESIS, canonical_json, chain_hash
+from gateway.payments.idempotency import RETENTION_MS
 from gateway.payments.model import (
     Attempt,
     AttemptKind,
@@ -420,8 +422,7 @@ class SqlitePaymentStore:
         if record.state != "in_progress":
             raise ValueError("a takeover claims with an in_progress record")
         _int(older_than, "older_than")
-        values = (_int(record.created, "created"), _int(record.expires, "expires"),
-                  record.scope, record.key)
+        values = (_int(record.created, "created"), record.scope, record.key)
 
         def job(conn: sqlite3.Connection) -> IdempotencyRecord | None:
             row = conn.execute(f"SELECT {_IDEM} FROM idempotency_keys "
@@ -433,9 +434,13 @@ class SqlitePaymentStore:
             if (stale.state != "in_progress" or stale.fingerprint != record.fingerprint
                     or stale.created >= older_than or stale.expires <= record.created):
                 return None
-            conn.execute("UPDATE idempotency_keys SET created = ?, expires = ? "
+            # Only the claim's time moves (it is fresh for the lease); ``expires`` keeps
+            # counting from the first claim, so the first claim's time is never lost
+            # however many takeovers follow (a takeover that dies too re-dates ``created``).
+            conn.execute("UPDATE idempotency_keys SET created = ? "
                          "WHERE scope = ? AND key = ?", values)
-            return stale
+            first = stale.expires - RETENTION_MS
+            return dataclasses.replace(stale, created=min(stale.created, first))
         return await self._db.write(job)
 
     async def complete_idempotency(self, scope: str, key: str, response: bytes, code: int,
