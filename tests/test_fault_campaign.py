@@ -76,11 +76,8 @@ SUPERSEDED: Final = (
 REFUSED_CONFIRM: Final = (
     "fixed bug, regressed: a confirm retried with its key after TWO kills is refused "
     "FAILED_PRECONDITION intent_unexpected_state (processing) instead of answered with the "
-    "intent: the first lost call recorded the authorization; the retry after the first "
-    "restart took the claim over (answer=recorded) and was killed before storing its answer; the takeover had "
-    "re-dated the claim, so after the second restart the lost call seems to have recorded "
-    "nothing since the claim (answer=run_again, gateway.payments.replay._recorded_answer) "
-    "and the rerun confirm is refused and stored as the key's answer. Intents (keys):")
+    "intent (the second takeover must still see when the key was first claimed, so that "
+    "it finds the authorization the first lost call recorded). Intents (keys):")
 #: A known bug, reproduced by the campaign when a kill falls in its window (so the test
 #: xfails only when it happened, and only if every other assertion held).
 UNRELEASED: Final = (
