@@ -9,7 +9,8 @@ Two tables of their own next to the payments tables (same ``SqliteDatabase``):
   next (``next_at``, ms) and the last error.
 
 :meth:`ReconcilerQueue.ingest` reads the events after the checkpoint, queues the
-attempts of every ``attempt.unknown`` event among them and moves the checkpoint
+attempts of every ``attempt.unknown`` event among them (and of every approved
+capture, whose hold may have a remainder to release) and moves the checkpoint
 past them **in one transaction**, so a crash between the two can neither lose an
 attempt nor queue one twice. :meth:`ReconcilerQueue.sweep` queues every attempt
 the store still has ``unknown`` (done once on start: nothing is missed whatever
@@ -121,8 +122,12 @@ class ReconcilerQueue:
                 return added
             rows = [(e.aggregate_id, str(e.payload.get("intent_id", "")),
                      str(e.payload.get("kind", ""))) for e in events
-                    if e.type == _UNKNOWN_EVENT and e.aggregate_type == "attempt"
-                    and e.payload.get("kind") in QUEUED_KINDS]
+                    if e.aggregate_type == "attempt" and (
+                        (e.type == _UNKNOWN_EVENT and e.payload.get("kind") in QUEUED_KINDS)
+                        # an approved capture may leave a remainder to release: checked
+                        # from the queue, so a crash right after it cannot forget it
+                        or (e.type == "attempt.approved"
+                            and e.payload.get("kind") == AttemptKind.CAPTURE.value))]
             last = events[-1].seq
 
             def job(conn: sqlite3.Connection, start: int = start, last: int = last,

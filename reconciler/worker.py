@@ -259,6 +259,10 @@ class Reconciler:
     async def _resolve(self, entry: QueueEntry) -> tuple[bool, str]:
         async with self._locks.hold(entry.intent_id):
             attempt = await self._store.get_attempt(entry.attempt_id)
+            if (attempt is not None and attempt.kind is AttemptKind.CAPTURE
+                    and attempt.status is AttemptStatus.APPROVED):
+                await self._after_capture(attempt, Approved())   # idempotent
+                return True, ""
             if attempt is None or attempt.status is not AttemptStatus.UNKNOWN:
                 return True, ""
             if attempt.kind is AttemptKind.AUTHORIZATION:

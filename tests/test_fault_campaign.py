@@ -81,11 +81,9 @@ REFUSED_CONFIRM: Final = (
 #: A known bug, reproduced by the campaign when a kill falls in its window (so the test
 #: xfails only when it happened, and only if every other assertion held).
 UNRELEASED: Final = (
-    "known bug: the gateway killed between committing an approved partial capture that the "
-    "RECONCILER settled (a 0221 repeat or a late 0230) and recording the release (0400) of "
-    "the remainder leaves the remainder held at the network for good: in "
-    "Reconciler._after_capture the capture's outcome and the release are two commits (the "
-    "service's own capture path records both in one commit). Intents (amount held):")
+    "fixed bug, regressed: a remainder left held after a partial capture (the release must "
+    "be recorded with the capture's outcome by the service, and checked from the queue for "
+    "every approved capture the reconciler settles). Intents (amount held):")
 #: How long a client waits for a processing intent to settle before giving up its
 #: follow-up call (the reconciler settles it later).
 SETTLE_WAIT: Final = 4.0
@@ -528,8 +526,7 @@ def check_against_ledger(result: Result) -> None:
     assert unexplained == [], f"confirms refused: {unexplained}"
     keys = [(p.intent_id, p.refused_confirm.key) for p in refused if p.refused_confirm]
     assert keys == [], f"{REFUSED_CONFIRM} {keys}; {result.summary}"
-    if unreleased:
-        pytest.xfail(f"{UNRELEASED} {unreleased}; {result.summary}")
+    assert not unreleased, f"{UNRELEASED} {unreleased}; {result.summary}"
 
 
 @pytest.fixture(scope="module")
