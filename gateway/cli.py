@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_config(sub)
     from gateway.up import register as register_up
     register_up(sub)
+    from reconciler.cli import register as register_reconcile
+    register_reconcile(sub)
     return parser
 
 
