@@ -146,12 +146,16 @@ class Stack:
         exit_.callback(stans.close)
         trace = TraceAllocator(stans, config.network.terminal_id)
         late = LateReplies()   # the reconciler that takes late replies comes after the client
-        network = await exit_.enter_async_context(NetworkClient(
+        network = NetworkClient(
             host, port, client_context(config.network.tls.credentials()),
             terminal_id=config.network.terminal_id, acquirer_id=config.network.acquirer_id,
             trace=trace, deadline=config.network.deadline_seconds,
             max_in_flight=config.network.max_in_flight,
-            connections=config.network.connections, on_late_response=late))
+            connections=config.network.connections, on_late_response=late)
+        # Sign-on gets more than one request deadline: a network that drops a reply or
+        # two at start-up must not stop the gateway (the client retries with backoff).
+        await network.start(timeout=max(10.0, 5 * config.network.deadline_seconds))
+        exit_.push_async_callback(network.close)
         merchants = config.merchant_directory()
         self.service = service = PaymentService(store, vault, network, trace, merchants,
                                                 acquirer_id=config.network.acquirer_id)

@@ -669,3 +669,22 @@ def test_a_second_takeover_still_sees_the_first_claims_time(tmp_path: Path) -> N
         lost = await env.store.takeover_idempotency(again, STARTED)
         assert lost is not None and lost.created == first
     run_scenario(tmp_path, scenario)
+
+
+def test_a_call_whose_claim_was_taken_over_cannot_finish_or_release_it(tmp_path: Path) -> None:
+    """After a takeover, the first (slow) call can neither complete nor release the key:
+    only the call that holds the claim now decides its answer."""
+    async def scenario(env: Env) -> None:
+        request = pb.CreatePaymentIntentRequest(merchant_id="acme", amount=100, currency="eur")
+        first = STARTED - 50
+        await env.lost_claim("CreatePaymentIntent", request, first, "k")
+        fingerprint = idempotency.request_fingerprint(
+            "CreatePaymentIntent", request.SerializeToString(deterministic=True))
+        taker = idempotency.new_record(SCOPE, "k", fingerprint, env.clock.now)
+        assert await env.store.takeover_idempotency(taker, STARTED) is not None
+        assert not await env.store.release_idempotency(SCOPE, "k", first)
+        assert not await env.store.complete_idempotency(SCOPE, "k", b"slow", 0, b"", first)
+        assert await env.store.complete_idempotency(SCOPE, "k", b"taker", 0, b"",
+                                                    taker.created)
+        assert await env.run("CreatePaymentIntent", request, "k") == b"taker"
+    run_scenario(tmp_path, scenario)

@@ -181,21 +181,22 @@ class IdempotentCalls:
                             claimed_ms_ago=now - lost.created,
                             answer="recorded" if recovered is not None else "run_again")
                 if recovered is not None:
-                    await self._store.complete_idempotency(scope, key, recovered, 0, b"")
+                    await self._store.complete_idempotency(scope, key, recovered, 0, b"",
+                                                           claim.created)
                     return recovered
             response = await self._call(method, request, lost, call)
         except DomainError as exc:
             if exc.status in DEFINITIVE:
                 status = convert.rich_status(exc.status, exc.reason, exc.message, exc.metadata)
                 await self._store.complete_idempotency(scope, key, b"", status.code.value[0],
-                                                       _status_bytes(status))
+                                                       _status_bytes(status), claim.created)
             else:
-                await self._store.release_idempotency(scope, key)
+                await self._store.release_idempotency(scope, key, claim.created)
             raise
         except BaseException:
-            await self._store.release_idempotency(scope, key)
+            await self._store.release_idempotency(scope, key, claim.created)
             raise
-        await self._store.complete_idempotency(scope, key, response, 0, b"")
+        await self._store.complete_idempotency(scope, key, response, 0, b"", claim.created)
         return response
 
     async def _call(self, method: str, request: bytes, lost: IdempotencyRecord | None,

@@ -92,6 +92,7 @@ SCHEMA: Final = (
     ) STRICT""",
     "CREATE INDEX IF NOT EXISTS attempts_status ON attempts (status, kind, created)",
     "CREATE INDEX IF NOT EXISTS attempts_intent ON attempts (intent_id)",
+    "CREATE INDEX IF NOT EXISTS attempts_created ON attempts (created)",
     "CREATE INDEX IF NOT EXISTS attempts_trace ON attempts (terminal_id, stan)",
     """CREATE TABLE IF NOT EXISTS refunds (
         id          TEXT PRIMARY KEY,
@@ -444,19 +445,23 @@ class SqlitePaymentStore:
         return await self._db.write(job)
 
     async def complete_idempotency(self, scope: str, key: str, response: bytes, code: int,
-                                   details: bytes) -> bool:
-        values = (bytes(response), _int(code, "code"), bytes(details), scope, key)
+                                   details: bytes, claimed_at: int | None = None) -> bool:
+        values = (bytes(response), _int(code, "code"), bytes(details), scope, key,
+                  claimed_at, claimed_at)
 
         def job(conn: sqlite3.Connection) -> bool:
             return conn.execute("UPDATE idempotency_keys SET state = 'done', response = ?, "
                                 "code = ?, details = ? WHERE scope = ? AND key = ? "
-                                "AND state = 'in_progress'", values).rowcount == 1
+                                "AND state = 'in_progress' AND (? IS NULL OR created = ?)",
+                                values).rowcount == 1
         return await self._db.write(job)
 
-    async def release_idempotency(self, scope: str, key: str) -> bool:
+    async def release_idempotency(self, scope: str, key: str,
+                                  claimed_at: int | None = None) -> bool:
         def job(conn: sqlite3.Connection) -> bool:
             return conn.execute("DELETE FROM idempotency_keys WHERE scope = ? AND key = ? "
-                                "AND state = 'in_progress'", (scope, key)).rowcount == 1
+                                "AND state = 'in_progress' AND (? IS NULL OR created = ?)",
+                                (scope, key, claimed_at, claimed_at)).rowcount == 1
         return await self._db.write(job)
 
     async def purge_idempotency(self, now: int) -> int:

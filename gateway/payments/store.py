@@ -145,14 +145,16 @@ class PaymentStore(Protocol):
         ...
 
     async def complete_idempotency(self, scope: str, key: str, response: bytes, code: int,
-                                   details: bytes) -> bool:
+                                   details: bytes, claimed_at: int | None = None) -> bool:
         """Mark an ``in_progress`` claim ``done`` with the response to replay;
-        ``False`` if there was no such claim."""
+        ``False`` if there was no such claim. With ``claimed_at``, only the claim made at
+        that time (a call whose claim was taken over writes nothing)."""
         ...
 
-    async def release_idempotency(self, scope: str, key: str) -> bool:
+    async def release_idempotency(self, scope: str, key: str,
+                                  claimed_at: int | None = None) -> bool:
         """Delete an ``in_progress`` claim (the request failed before anything durable
-        happened); ``False`` if there was none."""
+        happened); ``False`` if there was none. ``claimed_at`` as for completing."""
         ...
 
     async def purge_idempotency(self, now: int) -> int:
