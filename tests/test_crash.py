@@ -26,7 +26,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
@@ -242,6 +242,17 @@ async def pay(gateway: Gateway, client: int, rng: random.Random, tokens: dict[st
         n += 1
 
 
+async def start_and_tokenize(gateway: Gateway, pans: Iterable[str]) -> tuple[str, dict[str, str]]:
+    """Start ``gateway`` and tokenize ``pans`` through its HTTP edge: (merchant id, tokens)."""
+    await gateway.start()
+    merchant = str(gateway.info["merchant"]["id"])
+    publishable_key = gateway.info["merchant"]["publishable_key"]
+    tokens = {pan: str((await tokenize_over_http(gateway.info["http"], pan,
+                                                 publishable_key))["token"])
+              for pan in pans}
+    return merchant, tokens
+
+
 async def crash_run(tmp: Path, seed: int) -> None:
     rng = random.Random(seed)
     data = tmp / "gateway"
@@ -251,12 +262,7 @@ async def crash_run(tmp: Path, seed: int) -> None:
         gateway = Gateway(data, netsim_port, tmp / "gateway.log")
         clients: list[asyncio.Task[None]] = []
         try:
-            await gateway.start()
-            merchant = gateway.info["merchant"]["id"]
-            publishable_key = gateway.info["merchant"]["publishable_key"]
-            tokens = {pan: (await tokenize_over_http(gateway.info["http"], pan,
-                                                     publishable_key))["token"]
-                      for pan in CARDS}
+            merchant, tokens = await start_and_tokenize(gateway, CARDS)
             stop = asyncio.Event()
             payments: list[Payment] = []
             clients = [asyncio.create_task(pay(gateway, i, random.Random(rng.random()),

@@ -38,9 +38,8 @@ from typing import Any, Final
 
 import grpc
 import pytest
-from grpc_stack import tokenize_over_http
 from paygate.v1 import payments_pb2 as pb
-from test_crash import PAYGATE, RETRY, SERVICE, START_LIMIT, Call, Gateway
+from test_crash import PAYGATE, RETRY, SERVICE, START_LIMIT, Call, Gateway, start_and_tokenize
 
 from gateway.devcerts import write_dev_certs
 from netsim import Ledger
@@ -335,12 +334,7 @@ async def campaign(tmp: Path, seed: int) -> Result:
         gateway = FlakyStartGateway(data, netsim_port, tmp / "gateway.log")
         clients: list[asyncio.Task[None]] = []
         try:
-            await gateway.start()
-            merchant = gateway.info["merchant"]["id"]
-            publishable_key = gateway.info["merchant"]["publishable_key"]
-            tokens = {pan: (await tokenize_over_http(gateway.info["http"], pan,
-                                                     publishable_key))["token"]
-                      for pan in (APPROVED, DECLINED, LOST, SLOW)}
+            merchant, tokens = await start_and_tokenize(gateway, (APPROVED, DECLINED, LOST, SLOW))
             plan = [LOST] * SPECIAL + [SLOW] * SPECIAL
             rng.shuffle(plan)
             stop = asyncio.Event()

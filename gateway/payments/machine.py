@@ -358,15 +358,10 @@ def capture_outcome(
     stands: ``amount_capturable`` = the authorization's approved amount) with
     ``last_payment_error``. Unknown -> attempt ``unknown``, intent ``processing``.
     """
-    _check_attempt(intent, attempt, AttemptKind.CAPTURE, outcome)
-    _check_authorization(intent, authorization)
-    if attempt.original_attempt_id != authorization.id:
-        raise ValueError("the capture attempt belongs to another authorization")
-    _require(intent, IntentStatus.PROCESSING)
-    settled = _settle(attempt, outcome, now, partial_ok=False)
-    if isinstance(outcome, Unknown):
-        return _change(intent, _next(intent, now), attempts=(settled,),
-                       events=(_attempt_event(settled, now),))
+    settled, unknown = _settle_follow_up(intent, authorization, attempt, AttemptKind.CAPTURE,
+                                         outcome, now)
+    if unknown is not None:
+        return unknown
     if isinstance(outcome, Declined):
         new = _next(intent, now, status=IntentStatus.REQUIRES_CAPTURE,
                     amount_capturable=authorization.approved_amount,
@@ -388,15 +383,10 @@ def void_outcome(
     to ``requires_capture`` with the authorization's approved amount and no
     ``cancellation_reason``. Unknown -> attempt ``unknown``, intent ``processing``.
     """
-    _check_attempt(intent, attempt, AttemptKind.VOID, outcome)
-    _check_authorization(intent, authorization)
-    if attempt.original_attempt_id != authorization.id:
-        raise ValueError("the void attempt belongs to another authorization")
-    _require(intent, IntentStatus.PROCESSING)
-    settled = _settle(attempt, outcome, now, partial_ok=False)
-    if isinstance(outcome, Unknown):
-        return _change(intent, _next(intent, now), attempts=(settled,),
-                       events=(_attempt_event(settled, now),))
+    settled, unknown = _settle_follow_up(intent, authorization, attempt, AttemptKind.VOID,
+                                         outcome, now)
+    if unknown is not None:
+        return unknown
     if isinstance(outcome, Declined):
         new = _next(intent, now, status=IntentStatus.REQUIRES_CAPTURE,
                     amount_capturable=authorization.approved_amount, cancellation_reason="")
@@ -496,6 +486,24 @@ def _check_attempt(intent: PaymentIntent, attempt: Attempt, kind: AttemptKind,
                else (AttemptStatus.RECORDED, AttemptStatus.UNKNOWN))
     if attempt.status not in waiting:
         raise _already_final(attempt)
+
+
+def _settle_follow_up(
+    intent: PaymentIntent, authorization: Attempt, attempt: Attempt, kind: AttemptKind,
+    outcome: Outcome, now: int,
+) -> tuple[Attempt, Change | None]:
+    """The checks every capture/void outcome makes, the settled attempt, and (for an
+    Unknown outcome) the whole change: attempt ``unknown``, intent ``processing``."""
+    _check_attempt(intent, attempt, kind, outcome)
+    _check_authorization(intent, authorization)
+    if attempt.original_attempt_id != authorization.id:
+        raise ValueError(f"the {kind} attempt belongs to another authorization")
+    _require(intent, IntentStatus.PROCESSING)
+    settled = _settle(attempt, outcome, now, partial_ok=False)
+    if isinstance(outcome, Unknown):
+        return settled, _change(intent, _next(intent, now), attempts=(settled,),
+                                events=(_attempt_event(settled, now),))
+    return settled, None
 
 
 def _check_authorization(intent: PaymentIntent, authorization: Attempt) -> None:
