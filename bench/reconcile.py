@@ -12,7 +12,7 @@ hold) and drops the 0110, so every authorization ends ``unknown`` and every inte
 
 Timed: a fresh reconciler, configured as ``paygate up`` configures it (network
 client deadline 2 s, 256 in flight, one connection; ``Reconciler`` defaults
-``--batch`` 100 and ``--concurrency`` 16; passes every 0.2 s, a full batch followed at
+``--batch`` 500 and ``--concurrency`` 64; passes every 0.2 s, a full batch followed at
 once), runs from its start (the first pass sweeps the store and ingests the outbox)
 until its queue is empty. Then, untimed, every intent must be
 ``requires_payment_method`` with ``network_timeout``, every authorization
@@ -20,7 +20,7 @@ until its queue is empty. Then, untimed, every intent must be
 that changed something per authorization.
 
     .venv/bin/python bench/reconcile.py [--intents 10000] [--rounds 3]
-        [--batch 100] [--concurrency 16]
+        [--batch 500] [--concurrency 64]
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ async def _setup(folder: Path, port: int, creds: Credentials, n: int, in_flight:
     """``n`` intents, each confirmed with the lost-response card: ``n`` unknown
     authorizations whose 0100 netsim approved and recorded."""
     db = SqliteDatabase(folder / "paygate.db")
-    stans = SqliteStanStore(folder / "stan.db")
+    stans = SqliteStanStore(folder / "stan.db", reserve=100)
     try:
         store = SqlitePaymentStore(db)
         vault = Vault(SoftwareHsm(folder / "hsm", environ={}), SqliteVaultStore(db))
@@ -148,7 +148,7 @@ async def _reconcile(folder: Path, port: int, creds: Credentials, n: int, batch:
     """The timed part: a fresh reconciler until its queue is empty; then the checks
     on our side."""
     db = SqliteDatabase(folder / "paygate.db")
-    stans = SqliteStanStore(folder / "stan.db")
+    stans = SqliteStanStore(folder / "stan.db", reserve=100)
     try:
         store = SqlitePaymentStore(db)
         trace = TraceAllocator(stans, TERMINAL)
@@ -253,8 +253,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="reconciler: resolve unknown authorizations")
     parser.add_argument("--intents", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--batch", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--setup-in-flight", type=int, default=1000)
     parser.add_argument("--setup-deadline", type=float, default=0.5)
     args = parser.parse_args()

@@ -42,6 +42,7 @@ The file, in full (every key optional)::
     deadline_seconds = 2.0
     max_in_flight = 256
     connections = 1
+    stan_reserve = 100                              # STANs made durable per commit
     tls = { cert = "var/pki/gateway.crt", key = "var/pki/gateway.key", ca = "var/pki/ca.crt" }
 
     [hsm]                                           # hsm_sim.config.HsmConfig
@@ -218,6 +219,7 @@ class NetworkConfig:
     deadline_seconds: float = 2.0
     max_in_flight: int = 256
     connections: int = 1
+    stan_reserve: int = 100
     tls: TlsConfig = field(default_factory=lambda: _pki(Path("var"), "gateway"))
 
 
@@ -593,6 +595,8 @@ def _check(config: GatewayConfig) -> None:
              "an integer >= 1")
     _require(net.connections >= 1, ("network", "connections"), net.connections,
              "an integer >= 1")
+    _require(1 <= net.stan_reserve <= 10_000, ("network", "stan_reserve"), net.stan_reserve,
+             "an integer in 1..10000")
     _require(config.hsm.backend in HSM_BACKENDS, ("hsm", "backend"), config.hsm.backend,
              " or ".join(HSM_BACKENDS))
     _check_rate(config.rate_limit, ("rate_limit",))

@@ -142,7 +142,7 @@ class Stack:
             self.netsim = await exit_.enter_async_context(
                 NetSim(server_context(netsim_creds), self.ledger, host=host, port=port))
             port = self.netsim.port
-        stans = SqliteStanStore(data / "stan.db")
+        stans = SqliteStanStore(data / "stan.db", reserve=config.network.stan_reserve)
         exit_.callback(stans.close)
         trace = TraceAllocator(stans, config.network.terminal_id)
         late = LateReplies()   # the reconciler that takes late replies comes after the client

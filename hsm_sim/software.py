@@ -52,6 +52,7 @@ from hsm_sim.interface import (
     UnsupportedAlgorithm,
 )
 from hsm_sim.jwk import rsa_jwk
+from hsm_sim.randompool import POOL
 
 MASTER_KEY_ENV: Final = "PAYGATE_HSM_MASTER_KEY"
 MASTER_KEY_FILE: Final = "master.key"
@@ -317,7 +318,7 @@ class SoftwareHsm:
 
     def seal(self, plaintext: bytes, aad: bytes) -> Sealed:
         dek = self._deks[self._active_dek]
-        nonce = secrets.token_bytes(NONCE_LEN)
+        nonce = POOL.draw(NONCE_LEN)
         return Sealed(dek.version, nonce + dek.aead.encrypt(nonce, plaintext, aad))
 
     def unseal(self, sealed: Sealed, aad: bytes) -> bytes:
@@ -336,7 +337,7 @@ class SoftwareHsm:
     def random(self, n: int) -> bytes:
         if n < 0:
             raise ValueError("n must not be negative")
-        return secrets.token_bytes(n)
+        return POOL.draw(n)
 
     def keys(self) -> list[KeyInfo]:
         out = [KeyInfo("jwe", k.kid, k.status, k.created, k.alg)  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ Modules, one job each:
 * :mod:`reconciler.rules`: what an unknown attempt becomes (pure);
 * :mod:`reconciler.queue`: the durable store-and-forward queue and outbox checkpoint;
 * :mod:`reconciler.worker`: the worker that sends reversals and repeats;
+* :mod:`reconciler.support`: the worker's backoff, counters and late-reply relay;
 * :mod:`reconciler.run_cli`: ``paygate reconcile run [--once]``;
 * :mod:`reconciler.settlement_file`: streaming reader of netsim's settlement file
   (every check of :func:`netsim.parse_settlement`, fast enough for a million lines);

@@ -57,6 +57,7 @@ CHECKPOINT: Final = "unknown_attempts"
 QUEUED_KINDS: Final = frozenset({AttemptKind.AUTHORIZATION, AttemptKind.CAPTURE,
                                  AttemptKind.VOID, AttemptKind.RELEASE, AttemptKind.REFUND})
 _UNKNOWN_EVENT: Final = f"attempt.{AttemptStatus.UNKNOWN.value}"
+_INGESTED_TYPES: Final = (_UNKNOWN_EVENT, f"attempt.{AttemptStatus.APPROVED.value}")
 _COLUMNS: Final = "attempt_id, intent_id, kind, tries, next_at, last_error, created, updated"
 _INSERT: Final = (f"INSERT INTO reconciler_queue ({_COLUMNS}) VALUES (?, ?, ?, 0, ?, '', ?, ?) "
                   "ON CONFLICT (attempt_id) DO NOTHING")
@@ -117,8 +118,8 @@ class ReconcilerQueue:
         added = 0
         while True:
             start = await self.checkpoint()
-            events = await store.events_after(start, batch)
-            if not events:
+            events, last = await store.events_of_types(start, batch, _INGESTED_TYPES)
+            if last == start:
                 return added
             rows = [(e.aggregate_id, str(e.payload.get("intent_id", "")),
                      str(e.payload.get("kind", ""))) for e in events
@@ -128,7 +129,6 @@ class ReconcilerQueue:
                         # from the queue, so a crash right after it cannot forget it
                         or (e.type == "attempt.approved"
                             and e.payload.get("kind") == AttemptKind.CAPTURE.value))]
-            last = events[-1].seq
 
             def job(conn: sqlite3.Connection, start: int = start, last: int = last,
                     rows: list[tuple[str, str, str]] = rows) -> int | None:
@@ -142,7 +142,7 @@ class ReconcilerQueue:
                 return _insert(conn, rows, now)
             result = await self._db.write(job)
             added += result or 0
-            if result is not None and len(events) < batch:
+            if result is not None and last - start < batch:
                 return added
 
     async def sweep(self, store: PaymentStore, now: int, *, limit: int = 1_000_000) -> int:
@@ -182,6 +182,13 @@ class ReconcilerQueue:
             return conn.execute("UPDATE reconciler_queue SET tries = tries + 1, next_at = ?, "
                                 "last_error = ?, updated = ? WHERE attempt_id = ?",
                                 (next_at, error[:500], now, attempt_id)).rowcount == 1
+        return await self._db.write(job)
+
+    async def done_many(self, attempt_ids: list[str]) -> int:
+        """Drop the entries of resolved attempts; how many there were."""
+        def job(conn: sqlite3.Connection) -> int:
+            return conn.executemany("DELETE FROM reconciler_queue WHERE attempt_id = ?",
+                                    [(a,) for a in attempt_ids]).rowcount
         return await self._db.write(job)
 
     async def done(self, attempt_id: str) -> bool:

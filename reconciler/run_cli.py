@@ -86,7 +86,7 @@ async def reconcile(config: Any, *, once: bool, interval: float = INTERVAL) -> i
         print(f"paygate reconcile run: the gateway's client certificate: {exc}")
         return 2
     db = SqliteDatabase(data / "paygate.db")
-    stans = SqliteStanStore(data / "stan.db")
+    stans = SqliteStanStore(data / "stan.db", reserve=config.network.stan_reserve)
     try:
         store = SqlitePaymentStore(db)
         queue = ReconcilerQueue(db)

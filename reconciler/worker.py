@@ -40,11 +40,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Final
 
 import structlog
@@ -70,6 +68,7 @@ from gateway.payments.service import IntentFeed, IntentLocks, _with_request
 from gateway.payments.store import PaymentStore, VersionConflict
 from reconciler import rules
 from reconciler.queue import QueueEntry, ReconcilerQueue
+from reconciler.support import Backoff, LateReplies, PassResult, Stats
 
 __all__ = ["Backoff", "LateReplies", "PassResult", "Reconciler", "Stats"]
 
@@ -92,74 +91,16 @@ def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-@dataclass(frozen=True)
-class Backoff:
-    """When an unresolved entry is due again: ``min(cap, initial * 2**(tries-1))``
-    seconds, of which the fraction ``jitter`` is random (so entries spread out)."""
-
-    initial: float = 0.5
-    cap: float = 30.0
-    jitter: float = 0.5
-
-    def __post_init__(self) -> None:
-        if not 0 < self.initial <= self.cap or not 0 <= self.jitter <= 1:
-            raise ValueError("backoff needs 0 < initial <= cap and 0 <= jitter <= 1")
-
-    def delay(self, tries: int, rng: random.Random | None = None) -> float:
-        """Seconds to wait after the ``tries``-th pass that did not resolve an entry."""
-        base = min(self.cap, self.initial * 2 ** min(max(tries, 1) - 1, 62))
-        draw = rng.random() if rng is not None else random.random()
-        return float(base * (1 - self.jitter * draw))
-
-
-@dataclass
-class Stats:
-    """What the worker did since it started (for tests, logs and metrics)."""
-
-    reversal_tries: int = 0
-    repeats: int = 0
-    resolved: int = 0
-    rescheduled: int = 0
-    stale_marked: int = 0
-    late_accepted: int = 0
-    late_ignored: int = 0
-
-
-@dataclass(frozen=True)
-class PassResult:
-    """One :meth:`Reconciler.run_once`."""
-
-    ingested: int
-    due: int
-    resolved: int
-    rescheduled: int
-
-
-LateHandler = Callable[[dict[str, str]], Awaitable[None]]
-
-
-@dataclass
-class LateReplies:
-    """A relay for ``NetworkClient(on_late_response=...)``, which must exist before the
-    reconciler that handles the replies: set :attr:`target` once it does."""
-
-    target: LateHandler | None = None
-    dropped: int = field(default=0)
-
-    async def __call__(self, doc: dict[str, str]) -> None:
-        if self.target is None:
-            self.dropped += 1
-            log.warning("late reply dropped: no reconciler yet", mti=doc.get("t"),
-                        terminal=doc.get("41"), stan=doc.get("11"))
-            return
-        result = self.target(doc)
-        if inspect.isawaitable(result):
-            await result
-
-
 def _pending(change: Change, kind: AttemptKind) -> Attempt | None:
     return next((a for a in change.attempts
                  if a.kind is kind and a.status is AttemptStatus.RECORDED), None)
+
+
+def _merged(attempts: list[Attempt], change: Change) -> list[Attempt]:
+    """``attempts`` as they are once ``change`` is committed (upserted by id)."""
+    new = {a.id: a for a in change.attempts}
+    merged = [new.pop(a.id, a) for a in attempts]
+    return merged + list(new.values())
 
 
 def _describe(outcome: Outcome | None) -> str:
@@ -177,8 +118,8 @@ class Reconciler:
                  trace: TraceAllocator, merchants: MerchantDirectory, *, acquirer_id: str,
                  clock: Callable[[], int] = _now_ms, backoff: Backoff | None = None,
                  locks: IntentLocks | None = None, feed: IntentFeed | None = None,
-                 ids: Ids = new_id, stale_after: float = 30.0, batch: int = 100,
-                 concurrency: int = 16, rng: random.Random | None = None) -> None:
+                 ids: Ids = new_id, stale_after: float = 30.0, batch: int = 500,
+                 concurrency: int = 64, rng: random.Random | None = None) -> None:
         if batch < 1 or concurrency < 1 or stale_after < 0:
             raise ValueError("batch and concurrency must be positive, stale_after >= 0")
         self._store = store
@@ -225,8 +166,15 @@ class Reconciler:
         ingested = await self.queue.ingest(self._store, now)
         due = await self.queue.due(self._clock(), self._batch)
         results = await asyncio.gather(*(self._guarded(entry) for entry in due))
-        resolved = sum(results)
-        return PassResult(ingested, len(due), resolved, len(due) - resolved)
+        # Resolved entries leave the queue together. Dropping one is idempotent and
+        # needs no ordering with the outcome's commit: an entry still queued whose
+        # attempt is final is simply done again on the next pass.
+        done = [entry.attempt_id for entry, resolved in zip(due, results, strict=True)
+                if resolved]
+        if done:
+            await self.queue.done_many(done)
+        self.stats.resolved += len(done)
+        return PassResult(ingested, len(due), len(done), len(due) - len(done))
 
     async def _guarded(self, entry: QueueEntry) -> bool:
         async with self._slots:
@@ -238,10 +186,7 @@ class Reconciler:
                           reason=str(exc)[:200])
                 resolved, error = False, type(exc).__name__
             try:
-                if resolved:
-                    await self.queue.done(entry.attempt_id)
-                    self.stats.resolved += 1
-                else:
+                if not resolved:
                     now = self._clock()
                     delay = self._backoff.delay(entry.tries + 1, self._rng)
                     await self.queue.reschedule(entry.attempt_id, now + int(delay * 1000),
@@ -253,20 +198,21 @@ class Reconciler:
             except Exception as exc:
                 log.error("queue update failed", attempt=entry.attempt_id,
                           error=type(exc).__name__)
-                return False
             return resolved
 
     async def _resolve(self, entry: QueueEntry) -> tuple[bool, str]:
         async with self._locks.hold(entry.intent_id):
-            attempt = await self._store.get_attempt(entry.attempt_id)
+            state = await self._store.intent_with_attempts(entry.intent_id)
+            attempt = None if state is None else next(
+                (a for a in state[1] if a.id == entry.attempt_id), None)
             if (attempt is not None and attempt.kind is AttemptKind.CAPTURE
                     and attempt.status is AttemptStatus.APPROVED):
                 await self._after_capture(attempt, Approved())   # idempotent
                 return True, ""
             if attempt is None or attempt.status is not AttemptStatus.UNKNOWN:
                 return True, ""
-            if attempt.kind is AttemptKind.AUTHORIZATION:
-                return await self._reverse(attempt)
+            if attempt.kind is AttemptKind.AUTHORIZATION and state is not None:
+                return await self._reverse(attempt, state)
             if attempt.kind in rules.REPEAT_MTI:
                 return await self._repeat(attempt, entry.tries + 1)
             log.error("unknown attempt of a kind the reconciler does not resolve",
@@ -274,11 +220,14 @@ class Reconciler:
             return True, ""
 
     # -- unknown authorizations: reversal advice -----------------------------------------
-    async def _reverse(self, auth: Attempt) -> tuple[bool, str]:
-        """One reversal try for ``auth`` (the caller holds the intent's lock)."""
+    async def _reverse(self, auth: Attempt,
+                       state: tuple[PaymentIntent, list[Attempt]]) -> tuple[bool, str]:
+        """One reversal try for ``auth`` (the caller holds the intent's lock and read
+        ``state``, the intent and its attempts; a retry reads them again)."""
+        known: tuple[PaymentIntent, list[Attempt]] | None = state
         for _ in range(_CONFLICT_RETRIES):
-            intent = await self._intent(auth.intent_id)
-            attempts = await self._store.attempts_for_intent(intent.id)
+            intent, attempts = known or await self._state(auth.intent_id)
+            known = None
             auth = next(a for a in attempts if a.id == auth.id)
             if not rules.needs_reversal(auth, attempts):
                 return True, ""
@@ -290,12 +239,13 @@ class Reconciler:
                 continue
             if auth.terminal_id != self._trace.terminal_id:
                 return False, f"authorized from terminal {auth.terminal_id}, not ours"
-            trace = await asyncio.to_thread(self._trace.allocate)
+            trace = await self._trace.allocate_async()
             change = rules.timeout_reversal(intent, auth, trace, self._clock(), self._ids)
             reversal = change.attempts[0]
             doc = self._advice(intent, auth, trace, first=not tries)
+            change = _with_request(change, reversal.id, doc)
             try:
-                await self._commit(_with_request(change, reversal.id, doc))
+                await self._commit(change)
             except VersionConflict:
                 continue
             break
@@ -305,8 +255,12 @@ class Reconciler:
         outcome = await self._exchange(doc)
         metrics.count_attempt(AttemptKind.TIMEOUT_REVERSAL.value,
                               type(outcome).__name__.lower(), getattr(outcome, "code", ""))
-        await self._settle(reversal.id, outcome or Declined(messages.NOT_SENT))
-        current = await self._store.get_attempt(auth.id)
+        # We hold the lock, so the state is what our commit left, unless another process
+        # wrote meanwhile: then the commit below meets a VersionConflict and re-reads.
+        settled = await self._settle(reversal.id, outcome or Declined(messages.NOT_SENT),
+                                     known=(change.intent, _merged(attempts, change)))
+        current = (next((a for a in settled.attempts if a.id == auth.id), None)
+                   if settled is not None else None) or await self._store.get_attempt(auth.id)
         if current is not None and current.status is not AttemptStatus.UNKNOWN:
             log.info("authorization reversed", attempt=auth.id, intent=auth.intent_id,
                      mti=doc["t"], stan=trace.stan, original_stan=auth.stan)
@@ -400,6 +354,10 @@ class Reconciler:
             log.warning("late reply matches no attempt", mti=mti, terminal=terminal, stan=stan)
             return
         outcome = messages.outcome(doc)
+        if isinstance(outcome, Unknown):  # no field 39 (or 38 on an approval): no answer
+            log.warning("late reply without a usable outcome ignored", mti=mti,
+                        terminal=terminal, stan=stan)
+            return
         async with self._locks.hold(found.intent_id):
             attempt = await self._store.get_attempt(found.id)
             if attempt is None:
@@ -457,7 +415,7 @@ class Reconciler:
                     a.kind is AttemptKind.RELEASE and a.original_attempt_id == auth.id
                     and a.status is not AttemptStatus.DECLINED for a in attempts):
                 return
-            trace = await asyncio.to_thread(self._trace.allocate)
+            trace = await self._trace.allocate_async()
             change = release.release(intent, auth, trace, self._clock(), self._ids)
             if change is None:
                 return
@@ -474,21 +432,32 @@ class Reconciler:
             return
 
     # -- settling an attempt through the state machine ------------------------------------
-    async def _settle(self, attempt_id: str, outcome: Outcome) -> Change | None:
+    async def _settle(self, attempt_id: str, outcome: Outcome,
+                      known: tuple[PaymentIntent, list[Attempt]] | None = None,
+                      ) -> Change | None:
         """Apply ``outcome`` to the attempt and commit, re-deciding on a VersionConflict;
-        ``None`` when the machine refuses it (the attempt is final, the intent moved)."""
+        ``None`` when the machine refuses it (the attempt is final, the intent moved).
+        ``known``: the intent and its attempts as the caller last wrote them (under the
+        intent's lock), used for the first decision instead of reading them."""
         capture_trace: Trace | None = None
         for _ in range(_CONFLICT_RETRIES):
-            attempt = await self._store.get_attempt(attempt_id)
+            attempts: list[Attempt] | None = None
+            if known is not None:
+                intent, attempts = known
+                known = None
+                attempt = next((a for a in attempts if a.id == attempt_id), None)
+            else:
+                attempt = await self._store.get_attempt(attempt_id)
+                if attempt is not None:
+                    intent = await self._intent(attempt.intent_id)
             if attempt is None:
                 return None
-            intent = await self._intent(attempt.intent_id)
             if (capture_trace is None and attempt.kind is AttemptKind.AUTHORIZATION
                     and isinstance(outcome, Approved)
                     and intent.capture_method is CaptureMethod.AUTOMATIC):
-                capture_trace = await asyncio.to_thread(self._trace.allocate)
+                capture_trace = await self._trace.allocate_async()
             try:
-                change = await self._decide(intent, attempt, outcome, capture_trace)
+                change = await self._decide(intent, attempt, outcome, capture_trace, attempts)
             except (DomainError, ValueError) as exc:
                 log.warning("outcome not applied", attempt=attempt_id, kind=attempt.kind.value,
                             status=attempt.status.value, error=type(exc).__name__,
@@ -502,7 +471,8 @@ class Reconciler:
         raise RuntimeError(f"{attempt_id}: the intent kept changing")
 
     async def _decide(self, intent: PaymentIntent, attempt: Attempt, outcome: Outcome,
-                      capture_trace: Trace | None) -> Change:
+                      capture_trace: Trace | None,
+                      attempts: list[Attempt] | None = None) -> Change:
         now = self._clock()
         kind = attempt.kind
         if kind is AttemptKind.AUTHORIZATION:
@@ -522,11 +492,13 @@ class Reconciler:
             if refund is None:
                 raise ValueError(f"{attempt.id}: its refund {attempt.refund_id} is missing")
             return machine.refund_outcome(intent, refund, attempt, outcome, now, self._ids)
-        original = await self._store.get_attempt(attempt.original_attempt_id)
+        if attempts is None:
+            attempts = await self._store.attempts_for_intent(intent.id)
+        original = next((a for a in attempts if a.id == attempt.original_attempt_id), None)
         if original is None:
             raise ValueError(f"{attempt.id}: its authorization is missing")
         if kind is AttemptKind.TIMEOUT_REVERSAL:
-            tries = rules.reversals_of(original, await self._store.attempts_for_intent(intent.id))
+            tries = rules.reversals_of(original, attempts)
             return rules.reversal_outcome(intent, original, attempt, outcome, now, tries)
         if kind is AttemptKind.CAPTURE:
             return machine.capture_outcome(intent, original, attempt, outcome, now, self._ids)
@@ -535,6 +507,12 @@ class Reconciler:
         raise ValueError(f"no outcome for a {kind} attempt")
 
     # -- helpers ---------------------------------------------------------------------------
+    async def _state(self, intent_id: str) -> tuple[PaymentIntent, list[Attempt]]:
+        state = await self._store.intent_with_attempts(intent_id)
+        if state is None:
+            raise LookupError(f"intent {intent_id} is missing")
+        return state
+
     async def _intent(self, intent_id: str) -> PaymentIntent:
         intent = await self._store.get_intent(intent_id)
         if intent is None:

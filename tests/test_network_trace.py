@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from datetime import UTC, date, datetime, timedelta, timezone
@@ -81,6 +82,103 @@ def test_stan_unique_under_threads_and_two_stores(tmp_path: Path) -> None:
             thread.join()
     assert len(got) == 240
     assert sorted(got) == list(range(1, 241))
+
+
+def _stored_last(path: Path, terminal: str = "TERM0001") -> int:
+    db = sqlite3.connect(path)
+    try:
+        return int(db.execute("SELECT last_stan FROM network_stan WHERE terminal_id = ?",
+                              (terminal,)).fetchone()[0])
+    finally:
+        db.close()
+
+
+def test_a_reserved_block_is_durable_before_its_first_stan_is_handed_out(tmp_path: Path) -> None:
+    """With reserve=10 the first call makes STANs 1..10 durable in one commit and the next
+    nine come from memory; the eleventh reserves 11..20."""
+    path = tmp_path / "stan.db"
+    with SqliteStanStore(path, reserve=10) as store:
+        assert store.next_stan("TERM0001", DAY) == 1
+        assert _stored_last(path) == 10
+        assert [store.next_stan("TERM0001", DAY) for _ in range(9)] == list(range(2, 11))
+        assert _stored_last(path) == 10
+        assert store.next_stan("TERM0001", DAY) == 11
+        assert _stored_last(path) == 20
+
+
+def test_a_restart_skips_the_rest_of_a_reserved_block_and_never_repeats(tmp_path: Path) -> None:
+    """A new store (a restarted process) starts after the last block, never inside it."""
+    path = tmp_path / "stan.db"
+    with SqliteStanStore(path, reserve=10) as store:
+        first = [store.next_stan("TERM0001", DAY) for _ in range(3)]
+    with SqliteStanStore(path, reserve=10) as store:
+        second = [store.next_stan("TERM0001", DAY) for _ in range(3)]
+    assert first == [1, 2, 3]
+    assert second == [11, 12, 13]
+
+
+def test_next_stan_nowait_hands_out_only_what_is_already_durable(tmp_path: Path) -> None:
+    """Without a reserved block ``next_stan_nowait`` returns None (no I/O on the event loop);
+    inside one it returns the next STAN, and None again once the block is used up."""
+    with SqliteStanStore(tmp_path / "stan.db", reserve=3) as store:
+        assert store.next_stan_nowait("TERM0001") is None
+        assert store.next_stan("TERM0001", DAY) == 1
+        assert [store.next_stan_nowait("TERM0001") for _ in range(3)] == [2, 3, None]
+        assert store.next_stan_nowait("OTHER") is None
+
+
+def test_a_block_that_would_straddle_the_wrap_starts_again_at_one(tmp_path: Path) -> None:
+    """Near 999999 a block never runs past it: the next block is 1..reserve."""
+    path = tmp_path / "stan.db"
+    with SqliteStanStore(path) as store:
+        store.next_stan("TERM0001", DAY)
+    db = sqlite3.connect(path)
+    with db:
+        db.execute("UPDATE network_stan SET last_stan = 999995 WHERE terminal_id = 'TERM0001'")
+    db.close()
+    with SqliteStanStore(path, reserve=4) as store:
+        got = [store.next_stan("TERM0001", DAY) for _ in range(8)]
+    assert got == [999_996, 999_997, 999_998, 999_999, 1, 2, 3, 4]
+
+
+def test_reserved_blocks_are_unique_under_threads_and_two_stores(tmp_path: Path) -> None:
+    """Two stores on one file, each with its own blocks, and threads on each: no STAN twice."""
+    path = tmp_path / "stan.db"
+    got: list[int] = []
+    lock = threading.Lock()
+    with SqliteStanStore(path, reserve=7) as one, SqliteStanStore(path, reserve=7) as two:
+
+        def work(store: SqliteStanStore) -> None:
+            mine = [store.next_stan("TERM0001", DAY) if i % 2 else
+                    (store.next_stan_nowait("TERM0001") or store.next_stan("TERM0001", DAY))
+                    for i in range(50)]
+            with lock:
+                got.extend(mine)
+
+        threads = [threading.Thread(target=work, args=(one if i % 2 else two,))
+                   for i in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert len(got) == 300 and len(set(got)) == 300
+
+
+def test_a_reserve_outside_1_to_10000_is_refused(tmp_path: Path) -> None:
+    """A block of 0 STANs, or one that would eat 1% of the STAN space per restart, is refused."""
+    for reserve in (0, 10_001):
+        with pytest.raises(ValueError):
+            SqliteStanStore(tmp_path / "stan.db", reserve=reserve)
+
+
+def test_allocate_async_uses_the_block_and_falls_back_to_a_commit(tmp_path: Path) -> None:
+    """``allocate_async`` gives consecutive STANs across block boundaries, as ``allocate``."""
+    async def run() -> list[str]:
+        with SqliteStanStore(tmp_path / "stan.db", reserve=2) as store:
+            allocator = TraceAllocator(store, "TERM0001")
+            return [(await allocator.allocate_async()).stan for _ in range(5)]
+
+    assert asyncio.run(run()) == ["000001", "000002", "000003", "000004", "000005"]
 
 
 def test_stores_implement_the_store_interface(tmp_path: Path) -> None:

@@ -12,6 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway.payments.audit import (
     GENESIS,
@@ -253,3 +255,26 @@ def test_cli_without_a_database_exits_2(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "no events table" in proc.stderr
     proc = _cli("--db", str(other), "--anchor", "nonsense")
     assert proc.returncode == 2 and "SEQ:HASH" in proc.stderr
+
+
+_TEXT = st.text(st.characters(blacklist_categories=("Cs",)))   # no lone surrogates
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | _TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_TEXT, inner, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.dictionaries(_TEXT, _JSON, max_size=6))
+def test_canonical_json_is_byte_for_byte_the_json_modules_sorted_compact_output(
+        payload: dict[str, object]) -> None:
+    """The fast serializer writes exactly what ``json.dumps(sort_keys, compact,
+    ensure_ascii=False)`` writes, so chains written before and after it verify alike."""
+    import json
+    assert canonical_json(payload) == json.dumps(payload, sort_keys=True, separators=(",", ":"),
+                                                 ensure_ascii=False)
+
+
+def test_canonical_json_falls_back_for_what_orjson_refuses() -> None:
+    """An integer beyond 64 bits is still written (by ``json``), not refused."""
+    assert canonical_json({"n": 2**70, "a": 1}) == '{"a":1,"n":1180591620717411303424}'

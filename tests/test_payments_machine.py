@@ -189,6 +189,14 @@ def test_create_uses_the_default_id_provider() -> None:
     assert re.fullmatch(r"pi_[0-9a-hjkmnp-tv-z]{24}", change.intent.id)
 
 
+def test_default_ids_stay_unique_across_refills_of_the_random_pool() -> None:
+    """Ids drawn from the buffered CSPRNG never repeat, also past many 4 KiB refills."""
+    from gateway.payments.model import new_id
+    ids = [new_id("att") for _ in range(3000)]
+    assert len(set(ids)) == 3000
+    assert all(re.fullmatch(r"att_[0-9a-hjkmnp-tv-z]{24}", i) for i in ids)
+
+
 @pytest.mark.parametrize(("amount", "currency", "reason"), [
     (0, "eur", "amount_invalid"), (-1, "eur", "amount_invalid"), (True, "eur", "amount_invalid"),
     (1.5, "eur", "amount_invalid"), (10**8, "eur", "amount_invalid"),

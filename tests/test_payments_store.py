@@ -388,6 +388,28 @@ def test_concurrent_updates_of_one_intent_let_exactly_one_win(env: Env) -> None:
     assert stored is not None and stored.description == f"d{rows[1].payload['n']}"
 
 
+def test_events_of_types_reads_a_window_and_loads_only_the_wanted_types(env: Env) -> None:
+    """A window of 10 events returns those of the wanted types in seq order and the seq
+    of the window's last event, so a consumer skips the rest without loading them."""
+    for n in range(12):
+        change = create(n)
+        if n % 3 == 0:
+            change = Change(change.intent, None, events=(
+                *change.events, event("payment_intent.processing", change.intent.id)))
+        asyncio.run(env.store.commit(change))
+    # seqs: 1 created, 2 processing, 3..4 created, 5 created, 6 processing, ... (16 events)
+    rows, last = asyncio.run(env.store.events_of_types(0, 10, ["payment_intent.processing"]))
+    assert last == 10
+    assert [r.seq for r in rows] == [2, 6, 10]
+    assert all(r.type == "payment_intent.processing" for r in rows)
+    rows, last = asyncio.run(env.store.events_of_types(10, 10, ["payment_intent.processing"]))
+    assert ([r.seq for r in rows], last) == ([14], 16)
+    assert asyncio.run(env.store.events_of_types(16, 10, ["payment_intent.processing"])) == \
+        ([], 16)
+    rows, last = asyncio.run(env.store.events_of_types(0, 100, ["no.such.type"]))
+    assert (rows, last) == ([], 16)
+
+
 def test_events_after_pages_in_seq_order(env: Env) -> None:
     """Paging events_after by the last seq returns every event once, in order."""
     assert asyncio.run(env.store.last_event()) is None

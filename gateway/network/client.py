@@ -396,7 +396,7 @@ class NetworkClient:
     async def _management(self, conn: Connection, code: str, *,
                           wait: float | None = None) -> dict[str, str]:
         """Send an 0800 with field 70 = ``code``; return the 0810 if its 39 is 00."""
-        trace = await asyncio.to_thread(self._trace.allocate)
+        trace = await self._trace.allocate_async()
         doc = {"t": "0800", "7": trace.transmitted, "11": trace.stan, "32": self._acquirer_id,
                "41": self._terminal_id, "70": code}
         end = asyncio.get_running_loop().time() + (self._deadline if wait is None else wait)

@@ -3,7 +3,10 @@
 :class:`StanStore` is the store interface: ``next_stan(terminal_id, day)``
 returns a STAN in 1..999999 that is not handed out again for that terminal and
 day (until 999,999 allocations wrap the counter), across restarts.
-:class:`SqliteStanStore` implements it on a SQLite file.
+:class:`SqliteStanStore` implements it on a SQLite file; with ``reserve=N`` it
+makes a block of N STANs durable with one commit and hands them out from memory
+(a restart skips what was left of the block, as a jPOS sequencer would), so
+most requests need no fsync of their own for the STAN.
 
 :class:`TraceAllocator` turns a STAN into everything a request needs to be
 traced: fields 7, 11, 12, 13 and 37. Allocation is separate from sending: the
@@ -12,6 +15,7 @@ caller allocates, records the attempt durably, and only then sends.
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from collections.abc import Callable
@@ -58,11 +62,14 @@ CREATE TABLE IF NOT EXISTS network_stan (
 )
 """
 
-# One atomic step: insert the first STAN, or advance (and wrap) the counter.
+# One atomic step: reserve the first block, or advance the counter by a block (a block
+# never straddles the wrap: one that would runs 1..reserve instead). The value stored,
+# and returned, is the last STAN of the block.
 _NEXT = """
-INSERT INTO network_stan (terminal_id, last_stan, last_day) VALUES (?, 1, ?)
+INSERT INTO network_stan (terminal_id, last_stan, last_day) VALUES (:terminal, :reserve, :day)
 ON CONFLICT (terminal_id) DO UPDATE SET
-    last_stan = CASE WHEN last_stan >= ? THEN 1 ELSE last_stan + 1 END,
+    last_stan = CASE WHEN last_stan + :reserve > :max THEN :reserve
+                     ELSE last_stan + :reserve END,
     last_day = excluded.last_day
 RETURNING last_stan
 """
@@ -76,13 +83,25 @@ class SqliteStanStore:
     still be on its way), wrapping from 999999 to 1. Each call is one
     ``BEGIN IMMEDIATE`` transaction with a single upsert ... RETURNING, committed
     (and fsynced) before the value is returned. Thread-safe; several processes
-    may share the file (writers serialize on SQLite's lock). Calls block for
-    the commit: from asyncio, call it in a thread.
+    may share the file (writers serialize on SQLite's lock, and each process's
+    blocks are its own). Calls that reserve a block block for the commit: from
+    asyncio, try :meth:`next_stan_nowait` and call :meth:`next_stan` in a thread
+    only when it returns None.
+
+    ``reserve`` STANs are made durable per commit (1: every STAN its own
+    commit). The rest of a reserved block is never handed out again, also after a
+    restart, which starts a new block: a crash skips at most ``reserve - 1``.
     """
 
-    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str | Path, *, busy_timeout: float = 5.0,
+                 reserve: int = 1) -> None:
+        if not 1 <= reserve <= 10_000:
+            raise ValueError("reserve must be in 1..10000")
         self.path = Path(path)
+        self.reserve = reserve
         self._lock = threading.Lock()
+        # terminal -> (next STAN to hand out, last STAN of the durable block)
+        self._blocks: dict[str, tuple[int, int]] = {}
         self._db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=busy_timeout)
         try:
@@ -98,15 +117,39 @@ class SqliteStanStore:
         if not terminal_id:
             raise ValueError("terminal_id must not be empty")
         with self._lock:
+            stan = self._from_block(terminal_id)
+            if stan is not None:
+                return stan
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                rows = db.execute(_NEXT, (terminal_id, day.isoformat(), STAN_MAX)).fetchall()
+                rows = db.execute(_NEXT, {"terminal": terminal_id, "reserve": self.reserve,
+                                          "day": day.isoformat(), "max": STAN_MAX}).fetchall()
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-        return int(rows[0][0])
+            last = int(rows[0][0])
+            self._blocks[terminal_id] = (last - self.reserve + 2, last)
+            return last - self.reserve + 1
+
+    def next_stan_nowait(self, terminal_id: str) -> int | None:
+        """The next STAN of the terminal's durable block, without I/O or waiting; None
+        when the block is used up (or another thread holds the store): then call
+        :meth:`next_stan`."""
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            return self._from_block(terminal_id)
+        finally:
+            self._lock.release()
+
+    def _from_block(self, terminal_id: str) -> int | None:
+        block = self._blocks.get(terminal_id)
+        if block is None or block[0] > block[1]:
+            return None
+        self._blocks[terminal_id] = (block[0] + 1, block[1])
+        return block[0]
 
     def close(self) -> None:
         """Close the database connection."""
@@ -188,13 +231,29 @@ class TraceAllocator:
         return self._terminal_id
 
     def allocate(self) -> Trace:
-        """Allocate the next STAN durably and return the request's trace."""
+        """Allocate the next STAN durably and return the request's trace (blocks for
+        the store's commit when it needs one)."""
+        now = self._now()
+        return self._trace(now, self._store.next_stan(self._terminal_id,
+                                                      now.astimezone(UTC).date()))
+
+    async def allocate_async(self) -> Trace:
+        """:meth:`allocate` for the event loop: from the store's durable block when it
+        has one ready, else the commit runs in a thread."""
+        nowait = getattr(self._store, "next_stan_nowait", None)
+        stan = nowait(self._terminal_id) if nowait is not None else None
+        if stan is None:
+            return await asyncio.to_thread(self.allocate)
+        return self._trace(self._now(), stan)
+
+    def _now(self) -> datetime:
         now = self._clock()
-        if now.tzinfo is None:
-            now = now.replace(tzinfo=UTC)
+        return now.replace(tzinfo=UTC) if now.tzinfo is None else now
+
+    def _trace(self, now: datetime, number: int) -> Trace:
         utc = now.astimezone(UTC)
         local = now.astimezone(self._local_tz) if self._local_tz is not None else now
-        stan = format_stan(self._store.next_stan(self._terminal_id, utc.date()))
+        stan = format_stan(number)
         return Trace(
             stan=stan,
             rrn=retrieval_reference(utc, stan),

@@ -37,14 +37,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
 
+import orjson
+
 GENESIS: Final = "0" * 64
 _SEP: Final = "\x1f"
 
 
 def canonical_json(payload: Mapping[str, object]) -> str:
-    """The payload as the chain hashes it: sorted keys, no spaces, UTF-8 as is."""
-    return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False)
+    """The payload as the chain hashes it: sorted keys, no spaces, UTF-8 as is.
+
+    orjson writes it (a tenth of the time of ``json``, on every commit's events and
+    request documents) and its output is byte for byte that of
+    ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` for
+    what the store holds (str keys, str, int, bool, None, lists, dicts; a property
+    test holds the two to it). Whatever orjson refuses (an int beyond 64 bits, a
+    non-str key) goes to ``json``, as does everything before this module used it.
+    """
+    try:
+        return orjson.dumps(payload, option=orjson.OPT_SORT_KEYS).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
 
 
 def chain_hash(prev_hash: str, seq: int, type: str, aggregate_type: str,

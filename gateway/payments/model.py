@@ -8,16 +8,17 @@ Pure data, no I/O. Amounts are ``int`` minor units with a lower-case ISO 4217
 from __future__ import annotations
 
 import enum
-import secrets
 from dataclasses import dataclass, field
 from typing import Final
+
+from hsm_sim.randompool import POOL
 
 _CROCKFORD: Final = "0123456789abcdefghjkmnpqrstvwxyz"
 
 
 def new_id(prefix: str, random_bytes: bytes | None = None) -> str:
     """``prefix_`` + 24 Crockford base32 characters of 15 random bytes."""
-    raw = random_bytes if random_bytes is not None else secrets.token_bytes(15)
+    raw = random_bytes if random_bytes is not None else POOL.draw(15)
     if len(raw) != 15:
         raise ValueError("an id needs 15 random bytes")
     value = int.from_bytes(raw, "big")

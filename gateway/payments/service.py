@@ -153,8 +153,9 @@ class PaymentService:
         return Acceptor(self._acquirer_id, merchant.card_acceptor_id, merchant.mcc)
 
     async def _allocate(self) -> Trace:
-        # The STAN counter commits (fsync) before it answers: off the event loop.
-        return await asyncio.to_thread(self._trace.allocate)
+        # From the STAN store's durable block; reserving a new block (a commit and its
+        # fsync) runs in a thread, off the event loop.
+        return await self._trace.allocate_async()
 
     async def _commit(self, change: Change) -> PaymentIntent:
         await self._store.commit(change)

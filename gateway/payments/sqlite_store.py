@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
+from collections.abc import Collection
 from dataclasses import asdict
 from typing import Any, Final, cast
 
@@ -361,6 +362,21 @@ class SqlitePaymentStore:
             return [_attempt(r) for r in rows]
         return await self._db.read(job)
 
+    async def intent_with_attempts(self, intent_id: str,
+                                   ) -> tuple[PaymentIntent, list[Attempt]] | None:
+        def job(conn: sqlite3.Connection) -> tuple[PaymentIntent, list[Attempt]] | None:
+            conn.execute("BEGIN")   # one snapshot for both reads
+            try:
+                row = conn.execute(f"SELECT {_INTENT} FROM payment_intents WHERE id = ?",
+                                   (intent_id,)).fetchone()
+                rows = [] if row is None else conn.execute(
+                    f"SELECT {_ATTEMPT} FROM attempts WHERE intent_id = ? "
+                    "ORDER BY created, rowid", (intent_id,)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return None if row is None else (_intent(row), [_attempt(r) for r in rows])
+        return await self._db.read(job)
+
     async def attempts_with_status(self, status: AttemptStatus, kind: AttemptKind | None = None,
                                    limit: int = 100) -> list[Attempt]:
         def job(conn: sqlite3.Connection) -> list[Attempt]:
@@ -476,6 +492,24 @@ class SqlitePaymentStore:
             rows = conn.execute(f"SELECT {_EVENT} FROM events WHERE seq > ? ORDER BY seq "
                                 "LIMIT ?", (seq, limit)).fetchall()
             return [_event(r) for r in rows]
+        return await self._db.read(job)
+
+    async def events_of_types(self, seq: int, window: int, types: Collection[str],
+                              ) -> tuple[list[EventRow], int]:
+        wanted = sorted(set(types))
+        marks = ", ".join("?" * len(wanted))
+
+        def job(conn: sqlite3.Connection) -> tuple[list[EventRow], int]:
+            conn.execute("BEGIN")   # the rows and the window's end from one snapshot
+            try:
+                end = conn.execute("SELECT max(seq) FROM events WHERE seq > ? AND seq <= ?",
+                                   (seq, seq + window)).fetchone()[0]
+                rows = [] if end is None or not wanted else conn.execute(
+                    f"SELECT {_EVENT} FROM events WHERE seq > ? AND seq <= ? "
+                    f"AND type IN ({marks}) ORDER BY seq", (seq, end, *wanted)).fetchall()
+            finally:
+                conn.execute("COMMIT")
+            return [_event(r) for r in rows], seq if end is None else int(end)
         return await self._db.read(job)
 
     async def last_event(self) -> EventRow | None:

@@ -10,6 +10,7 @@ the SQLite engine; the same tables carry over to PostgreSQL.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -110,6 +111,12 @@ class PaymentStore(Protocol):
         """The intent's attempts in the order they were recorded."""
         ...
 
+    async def intent_with_attempts(self, intent_id: str,
+                                   ) -> tuple[PaymentIntent, list[Attempt]] | None:
+        """The intent and its attempts (as ``attempts_for_intent``) read together, as one
+        consistent snapshot; ``None`` without the intent."""
+        ...
+
     async def attempts_with_status(self, status: AttemptStatus, kind: AttemptKind | None = None,
                                    limit: int = 100) -> list[Attempt]:
         """Attempts in ``status`` (and of ``kind``), oldest first (for the reconciler)."""
@@ -163,6 +170,14 @@ class PaymentStore(Protocol):
 
     async def events_after(self, seq: int, limit: int = 1000) -> list[EventRow]:
         """Events with a seq above ``seq``, in seq order, at most ``limit``."""
+        ...
+
+    async def events_of_types(self, seq: int, window: int, types: Collection[str],
+                              ) -> tuple[list[EventRow], int]:
+        """The events of ``types`` among the next ``window`` events after ``seq`` (in seq
+        order), and the seq of the last event of that window (``seq`` itself when no
+        event follows it): a consumer that wants few types reads past the rest without
+        loading them, and resumes after the returned seq."""
         ...
 
     async def last_event(self) -> EventRow | None:
