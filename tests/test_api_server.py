@@ -319,6 +319,12 @@ def test_one_log_line_per_rpc_with_context(certs: Certs) -> None:
                                                 metadata=(("x-request-id", "req-1"),))
                 await failure(method(channel, "Refuse")(b"", timeout=TIMEOUT,
                                                         metadata=(("x-request-id", "req-2"),)))
+                # The server logs its line once the call is over, which may be just after
+                # the client has its answer: give it a moment (bounded) to do so.
+                for _ in range(500):
+                    if sum(e["event"] == "rpc" for e in logs) >= 2:
+                        break
+                    await asyncio.sleep(0.01)
         return logs
 
     lines = [e for e in asyncio.run(main()) if e["event"] == "rpc"]
