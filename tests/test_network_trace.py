@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import threading
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -62,24 +63,31 @@ def test_stan_wraps_from_999999_to_000001(tmp_path: Path) -> None:
     assert [format_stan(s) for s in got] == ["999999", "000001", "000002"]
 
 
+def _draw_in_threads(stores: tuple[SqliteStanStore, SqliteStanStore],
+                     draw: Callable[[SqliteStanStore], list[int]]) -> list[int]:
+    """Six threads, three on each store, each running ``draw``; every STAN they got."""
+    got: list[int] = []
+    lock = threading.Lock()
+
+    def work(store: SqliteStanStore) -> None:
+        mine = draw(store)
+        with lock:
+            got.extend(mine)
+
+    threads = [threading.Thread(target=work, args=(stores[i % 2],)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return got
+
+
 def test_stan_unique_under_threads_and_two_stores(tmp_path: Path) -> None:
     """Threads sharing one store and a second store on the same file never get the same STAN."""
     path = tmp_path / "stan.db"
-    got: list[int] = []
-    lock = threading.Lock()
     with SqliteStanStore(path) as one, SqliteStanStore(path) as two:
-
-        def work(store: SqliteStanStore) -> None:
-            mine = [store.next_stan("TERM0001", DAY) for _ in range(40)]
-            with lock:
-                got.extend(mine)
-
-        threads = [threading.Thread(target=work, args=(one if i % 2 else two,))
-                   for i in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        got = _draw_in_threads((one, two), lambda store: [
+            store.next_stan("TERM0001", DAY) for _ in range(40)])
     assert len(got) == 240
     assert sorted(got) == list(range(1, 241))
 
@@ -144,23 +152,11 @@ def test_a_block_that_would_straddle_the_wrap_starts_again_at_one(tmp_path: Path
 def test_reserved_blocks_are_unique_under_threads_and_two_stores(tmp_path: Path) -> None:
     """Two stores on one file, each with its own blocks, and threads on each: no STAN twice."""
     path = tmp_path / "stan.db"
-    got: list[int] = []
-    lock = threading.Lock()
     with SqliteStanStore(path, reserve=7) as one, SqliteStanStore(path, reserve=7) as two:
-
-        def work(store: SqliteStanStore) -> None:
-            mine = [store.next_stan("TERM0001", DAY) if i % 2 else
-                    (store.next_stan_nowait("TERM0001") or store.next_stan("TERM0001", DAY))
-                    for i in range(50)]
-            with lock:
-                got.extend(mine)
-
-        threads = [threading.Thread(target=work, args=(one if i % 2 else two,))
-                   for i in range(6)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        got = _draw_in_threads((one, two), lambda store: [
+            store.next_stan("TERM0001", DAY) if i % 2 else
+            (store.next_stan_nowait("TERM0001") or store.next_stan("TERM0001", DAY))
+            for i in range(50)])
     assert len(got) == 300 and len(set(got)) == 300
 
 
