@@ -6,9 +6,13 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEPS   := $(VENV)/.deps-installed
 BUILT  := $(VENV)/.paygate-installed
+# The JS SDK's dev dependencies (playwright-core, pinned in sdk/js/package-lock.json);
+# the browser is Debian's chromium (.ci/run installs it), never a downloaded one.
+NPM_DEPS := sdk/js/node_modules/.paygate-npm-ci
 SOURCES := setup.py pyproject.toml $(shell find codec gateway hsm_sim reconciler netsim proto \
              -name '*.py' -o -name '*.pyx' -o -name '*.pxd' -o -name '*.pxi' -o -name '*.proto' -o -name '*.json' \
-             2>/dev/null | grep -v '_pb2')
+             2>/dev/null | grep -v '_pb2') \
+           $(shell find sdk/js/src gateway/edge/checkout_assets -type f 2>/dev/null)
 
 .PHONY: run test build lint bench clean
 
@@ -17,7 +21,7 @@ SOURCES := setup.py pyproject.toml $(shell find codec gateway hsm_sim reconciler
 run: $(BUILT)
 	$(BIN)/paygate up --demo $(UP_FLAGS)
 
-test: $(BUILT)
+test: $(BUILT) $(NPM_DEPS)
 	$(BIN)/pytest
 
 build: $(BUILT)
@@ -38,5 +42,9 @@ $(BUILT): $(DEPS) $(SOURCES)
 	$(BIN)/python -m pip install -q --no-build-isolation --no-deps .
 	touch $@
 
+$(NPM_DEPS): sdk/js/package.json sdk/js/package-lock.json
+	cd sdk/js && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund
+	touch $@
+
 clean:
-	rm -rf build $(VENV) codec/_kernel.c codec/*.so codec/_kernel.html *.egg-info
+	rm -rf build $(VENV) codec/_kernel.c codec/*.so codec/_kernel.html *.egg-info sdk/js/node_modules

@@ -10,6 +10,7 @@ Build switches (environment variables, read here):
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -26,12 +27,28 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 
 
+#: The card iframe SDK's browser files, shipped inside the package for the HTTP edge.
+SDK_SOURCES = ROOT / "sdk" / "js" / "src"
+SDK_FILES = ("paygate.js", "frame.html", "frame.js", "frame.css", "card.js", "jwe.js")
+
+
+def copy_sdk(build_lib: Path) -> None:
+    """Copy ``sdk/js/src`` into ``gateway/edge/sdk_assets`` of the build tree."""
+    target = build_lib / "gateway" / "edge" / "sdk_assets"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for name in SDK_FILES:
+        shutil.copyfile(SDK_SOURCES / name, target / name)
+
+
 class BuildWithProtos(build_py):
-    """build_py that also generates the gRPC stubs into the build tree."""
+    """build_py that also generates the gRPC stubs and copies the SDK into the build tree."""
 
     def run(self) -> None:
         super().run()
         protogen.generate(ROOT / "proto", Path(self.build_lib))
+        copy_sdk(Path(self.build_lib))
 
 
 def extensions() -> list[Extension]:
@@ -73,6 +90,7 @@ setup(
         "hsm_sim",
         "reconciler",
         "netsim",
+        "netsim.certify",
         "paygate",
         "paygate.v1",
     ],
@@ -80,6 +98,8 @@ setup(
     package_data={
         "codec": ["*.pyx", "*.pxd", "*.pxi", "py.typed"],
         "codec.specs": ["*.json"],
+        "netsim.certify": ["*.json", "*.md", "suites/*/*.json"],
+        "gateway.edge": ["checkout_assets/*"],
         "paygate": ["py.typed"],
     },
     ext_modules=extensions(),

@@ -59,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_up(sub)
     from reconciler.cli import register as register_reconcile
     register_reconcile(sub)
+    from netsim.certify.cli import register as register_certify
+    register_certify(sub)
     return parser
 
 

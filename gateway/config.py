@@ -43,7 +43,16 @@ The file, in full (every key optional)::
     max_in_flight = 256
     connections = 1
     stan_reserve = 100                              # STANs made durable per commit
+    echo_interval_seconds = 30.0                    # idle time before an echo test (0800/301)
+    record_file = ""                                # if set: record every frame (JSON lines,
+                                                    # netsim/certify/README.md), card data masked
     tls = { cert = "var/pki/gateway.crt", key = "var/pki/gateway.key", ca = "var/pki/ca.crt" }
+
+    [reconciler]                                    # resolving unknown attempts
+    interval_seconds = 0.2                          # between passes while nothing is due
+    backoff_initial_seconds = 0.5                   # first retry of an unresolved entry,
+    backoff_cap_seconds = 30.0                      # doubling up to the cap,
+    backoff_jitter = 0.5                            # of which this fraction is random
 
     [hsm]                                           # hsm_sim.config.HsmConfig
     backend = "software"                            # or "pkcs11"
@@ -114,6 +123,7 @@ __all__ = [
     "LoggingConfig",
     "NetworkConfig",
     "RateLimit",
+    "ReconcilerConfig",
     "TlsConfig",
     "is_secret",
     "load_config",
@@ -220,7 +230,20 @@ class NetworkConfig:
     max_in_flight: int = 256
     connections: int = 1
     stan_reserve: int = 100
+    echo_interval_seconds: float = 30.0
+    #: Record the gateway's side of the network link to this file ("" = off).
+    record_file: str = ""
     tls: TlsConfig = field(default_factory=lambda: _pki(Path("var"), "gateway"))
+
+
+@dataclass(frozen=True)
+class ReconcilerConfig:
+    """How fast the reconciler retries (certification runs want it quick)."""
+
+    interval_seconds: float = 0.2
+    backoff_initial_seconds: float = 0.5
+    backoff_cap_seconds: float = 30.0
+    backoff_jitter: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -326,6 +349,7 @@ class GatewayConfig:
     grpc: GrpcConfig = field(default_factory=GrpcConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    reconciler: ReconcilerConfig = field(default_factory=ReconcilerConfig)
     hsm: HsmConfig = field(default_factory=HsmConfig)
     rate_limit: RateLimit = field(default_factory=RateLimit)
     intake: IntakeConfig = field(default_factory=IntakeConfig)
@@ -345,7 +369,8 @@ class GatewayConfig:
 
 #: The sections of scalar keys (tables in the file), by name.
 _SECTIONS: dict[str, type[Any]] = {
-    "grpc": GrpcConfig, "http": HttpConfig, "network": NetworkConfig, "hsm": HsmConfig,
+    "grpc": GrpcConfig, "http": HttpConfig, "network": NetworkConfig,
+    "reconciler": ReconcilerConfig, "hsm": HsmConfig,
     "rate_limit": RateLimit, "intake": IntakeConfig, "logging": LoggingConfig,
 }
 #: Older environment names of the HSM's keys (see hsm_sim.config), weaker than the new ones.
@@ -357,7 +382,8 @@ _LEGACY_ENV: dict[str, tuple[str, ...]] = {
 }
 #: Sections whose every PAYGATE_<SECTION>_* variable must be a known key (hsm is not one:
 #: PAYGATE_HSM_MASTER_KEY belongs to the software HSM).
-_STRICT_ENV_SECTIONS = ("grpc", "http", "network", "rate_limit", "intake", "logging")
+_STRICT_ENV_SECTIONS = ("grpc", "http", "network", "reconciler", "rate_limit", "intake",
+                        "logging")
 _MERCHANT_KEYS = ("id", "name", "publishable_keys", "allowed_origins", "card_acceptor_id", "mcc")
 _IDENTITY_KEYS = ("name", "merchants", "rate_limit")
 
@@ -597,6 +623,16 @@ def _check(config: GatewayConfig) -> None:
              "an integer >= 1")
     _require(1 <= net.stan_reserve <= 10_000, ("network", "stan_reserve"), net.stan_reserve,
              "an integer in 1..10000")
+    _require(net.echo_interval_seconds > 0, ("network", "echo_interval_seconds"),
+             net.echo_interval_seconds, "a number > 0")
+    rec = config.reconciler
+    _require(rec.interval_seconds > 0, ("reconciler", "interval_seconds"),
+             rec.interval_seconds, "a number > 0")
+    _require(0 < rec.backoff_initial_seconds <= rec.backoff_cap_seconds,
+             ("reconciler", "backoff_initial_seconds"), rec.backoff_initial_seconds,
+             "a number > 0 and <= backoff_cap_seconds")
+    _require(0 <= rec.backoff_jitter <= 1, ("reconciler", "backoff_jitter"),
+             rec.backoff_jitter, "a number from 0 to 1")
     _require(config.hsm.backend in HSM_BACKENDS, ("hsm", "backend"), config.hsm.backend,
              " or ".join(HSM_BACKENDS))
     _check_rate(config.rate_limit, ("rate_limit",))

@@ -12,7 +12,7 @@ is plain data (JSON, or the gateway's TOML configuration), loaded at start.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,17 @@ class MerchantDirectory:
 
     def by_publishable_key(self, key: str) -> Merchant | None:
         return self._by_pk.get(key)
+
+    def allow_origins(self, merchant_id: str, origins: tuple[str, ...]) -> Merchant:
+        """Add ``origins`` to the merchant's ``allowed_origins`` (at start-up, e.g. the
+        demo checkout's page origin once the edge's port is known); returns the result."""
+        merchant = self._by_id[merchant_id]
+        extra = tuple(o for o in origins if o not in merchant.allowed_origins)
+        updated = replace(merchant, allowed_origins=merchant.allowed_origins + extra)
+        self._by_id[merchant_id] = updated
+        for key in updated.publishable_keys:
+            self._by_pk[key] = updated
+        return updated
 
     @classmethod
     def from_data(cls, data: Any) -> MerchantDirectory:

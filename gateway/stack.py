@@ -6,7 +6,9 @@ vault and payments), netsim (embedded, its ledger in ``DATA_DIR/netsim.db``),
 the network client, the payments service, the gRPC server (mutual TLS) and the
 HTTP edge, and the reconciler (``reconciler.worker``) as a background task that
 resolves every attempt left unknown and takes the network's late replies.
-``DATA_DIR/stack.json`` (0600) tells clients where everything is. Stopping turns
+``DATA_DIR/stack.json`` (0600) tells clients where everything is. ``[reconciler]`` sets
+the reconciler's pace; ``network.record_file`` records the network link's frames
+(``netsim.certify.recorder``). Stopping turns
 health to NOT_SERVING, drains RPCs for the grace period, then closes the edge,
 stops the reconciler, closes the network link, netsim and the store, in that order.
 """
@@ -36,6 +38,7 @@ from gateway.api.tokens import TokensServicer
 from gateway.config import GatewayConfig, split_listen
 from gateway.devcerts import write_dev_certs
 from gateway.edge import create_app
+from gateway.edge.checkout import DemoCheckout, add_checkout_routes, demo_origins
 from gateway.edge.server import bound_port
 from gateway.intake import CardIntake
 from gateway.network import NetworkClient, SqliteStanStore, TraceAllocator
@@ -47,12 +50,10 @@ from gateway.vault import SqliteVaultStore, Vault
 from hsm_sim.config import open_hsm
 from netsim import Ledger, NetSim
 from reconciler.queue import ReconcilerQueue
-from reconciler.worker import LateReplies, Reconciler
+from reconciler.worker import Backoff, LateReplies, Reconciler
 
 log = structlog.get_logger("gateway.stack")
 CLIENT_IDENTITY = "checkout-service"
-#: Seconds between the reconciler's passes while it has nothing due.
-RECONCILE_INTERVAL = 0.2
 
 
 @dataclass(frozen=True)
@@ -95,9 +96,13 @@ async def _stop_worker(stop: asyncio.Event, task: asyncio.Task[None], wait: floa
 class Stack:
     """``async with Stack(config) as stack:`` everything runs; ``stack.info`` says where."""
 
-    def __init__(self, config: GatewayConfig, *, embedded_netsim: bool = True) -> None:
+    def __init__(self, config: GatewayConfig, *, embedded_netsim: bool = True,
+                 demo_checkout: bool = False) -> None:
         self.config = config
         self.embedded_netsim = embedded_netsim
+        self.demo_checkout = demo_checkout
+        #: With ``demo_checkout``: the demo checkout page's URL (``gateway.edge.checkout``).
+        self.checkout_url: str | None = None
         self._exit = AsyncExitStack()
         self.info: StackInfo | None = None
         self.service: PaymentService | None = None
@@ -145,13 +150,21 @@ class Stack:
         stans = SqliteStanStore(data / "stan.db", reserve=config.network.stan_reserve)
         exit_.callback(stans.close)
         trace = TraceAllocator(stans, config.network.terminal_id)
+        recorder = None
+        if config.network.record_file:
+            from netsim.certify.recorder import Recorder
+
+            recorder = Recorder(Path(config.network.record_file))
+            exit_.callback(recorder.close)
         late = LateReplies()   # the reconciler that takes late replies comes after the client
         network = NetworkClient(
             host, port, client_context(config.network.tls.credentials()),
             terminal_id=config.network.terminal_id, acquirer_id=config.network.acquirer_id,
             trace=trace, deadline=config.network.deadline_seconds,
             max_in_flight=config.network.max_in_flight,
-            connections=config.network.connections, on_late_response=late)
+            connections=config.network.connections, on_late_response=late,
+            echo_interval=config.network.echo_interval_seconds,
+            on_frame=recorder.frame if recorder is not None else None)
         # Sign-on gets more than one request deadline: a network that drops a reply or
         # two at start-up must not stop the gateway (the client retries with backoff).
         await network.start(timeout=max(10.0, 5 * config.network.deadline_seconds))
@@ -162,11 +175,15 @@ class Stack:
         self.reconciler = reconciler = Reconciler(
             store, ReconcilerQueue(db), network, trace, merchants,
             acquirer_id=config.network.acquirer_id, locks=service.locks, feed=service.feed,
-            stale_after=max(30.0, 5 * config.network.deadline_seconds))
+            stale_after=max(30.0, 5 * config.network.deadline_seconds),
+            backoff=Backoff(config.reconciler.backoff_initial_seconds,
+                            config.reconciler.backoff_cap_seconds,
+                            config.reconciler.backoff_jitter))
         late.target = reconciler.on_late_response
         stop_reconciler = asyncio.Event()
-        worker = asyncio.create_task(reconciler.run(stop_reconciler, RECONCILE_INTERVAL),
-                                     name="reconciler")
+        worker = asyncio.create_task(
+            reconciler.run(stop_reconciler, config.reconciler.interval_seconds),
+            name="reconciler")
         exit_.push_async_callback(_stop_worker, stop_reconciler, worker,
                                   config.network.deadline_seconds + 1.0)
 
@@ -188,16 +205,32 @@ class Stack:
         await server.start()
         exit_.push_async_callback(server.stop, config.grpc.grace_seconds)
 
-        runner = web.AppRunner(create_app(intake, hsm, merchants, max_body=config.http.max_body),
-                               access_log=None)
+        app = create_app(intake, hsm, merchants, max_body=config.http.max_body)
+        grpc_host, _ = split_listen(config.grpc.listen)
+        first = next(iter(merchants))
+        checkout = None
+        if self.demo_checkout:
+            checkout = DemoCheckout(
+                grpc_target=f"{grpc_host}:{server.port}",
+                credentials=Credentials(pki / f"{CLIENT_IDENTITY}.crt",
+                                        pki / f"{CLIENT_IDENTITY}.key", pki / "ca.crt"),
+                merchant_id=first.id, merchant_name=first.name,
+                publishable_key=min(first.publishable_keys, default=""))
+            add_checkout_routes(app, checkout)
+        runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         exit_.push_async_callback(runner.cleanup)
         http_host, http_port = split_listen(config.http.listen)
         site = web.TCPSite(runner, http_host, http_port)
         await site.start()
-        grpc_host, _ = split_listen(config.grpc.listen)
+        if checkout is not None:
+            # The demo merchant's page is served on the edge's own socket under another
+            # host name; that origin (known only now, port 0 picks one) may frame the card.
+            gateway_origin, page_origin = demo_origins(http_host, bound_port(site, http_port))
+            checkout.bind(gateway_origin, page_origin)
+            merchants.allow_origins(first.id, (page_origin,))
+            self.checkout_url = checkout.url
 
-        first = next(iter(merchants))
         self.info = info = StackInfo(
             grpc=f"{grpc_host}:{server.port}",
             http=f"http://{http_host}:{bound_port(site, http_port)}",

@@ -27,6 +27,8 @@ def register(sub: Any) -> None:
                     help="once up, run the demo payments against it and print how to call it")
     up.add_argument("--exit-after-demo", action="store_true",
                     help="with --demo: stop after the demo (exit 1 on any disagreement)")
+    up.add_argument("--no-demo-checkout", action="store_true",
+                    help="do not serve the demo checkout page (/demo/checkout) on the edge")
     up.set_defaults(func=_up)
 
 
@@ -85,7 +87,8 @@ Tokenize a card: GET {http}/v1/keys, then POST {http}/v1/tokens (README: "Tokeni
 
 
 async def serve_until_signal(config: Any, *, announce: bool = True, demo: bool = False,
-                             exit_after_demo: bool = False, embedded_netsim: bool = True) -> int:
+                             exit_after_demo: bool = False, embedded_netsim: bool = True,
+                             demo_checkout: bool = True) -> int:
     from gateway.stack import Stack
 
     stop = asyncio.Event()
@@ -93,7 +96,8 @@ async def serve_until_signal(config: Any, *, announce: bool = True, demo: bool =
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     status = 0
-    async with Stack(config, embedded_netsim=embedded_netsim) as stack:
+    async with Stack(config, embedded_netsim=embedded_netsim,
+                     demo_checkout=demo_checkout) as stack:
         assert stack.info is not None
         if announce:
             print(json.dumps(stack.info.as_json(), indent=2), flush=True)
@@ -108,6 +112,9 @@ async def serve_until_signal(config: Any, *, announce: bool = True, demo: bool =
         if announce:
             print(HOW_TO_CALL.format(stack_json=config.data_dir / "stack.json",
                                      http=stack.info.http), flush=True)
+        if stack.checkout_url:
+            print(f"Demo checkout (the card iframe SDK; test card 4242 4242 4242 4242, any "
+                  f"future expiry, any CVC): {stack.checkout_url}", flush=True)
         if not exit_after_demo:
             print("paygate is up; Ctrl-C stops it.", flush=True)
             await stop.wait()
@@ -130,4 +137,5 @@ def _up(args: argparse.Namespace) -> int:
     configure_logging(config.logging.level, json=config.logging.json)
     return asyncio.run(serve_until_signal(config, demo=args.demo,
                                           exit_after_demo=args.exit_after_demo,
-                                          embedded_netsim=not args.no_netsim))
+                                          embedded_netsim=not args.no_netsim,
+                                          demo_checkout=not args.no_demo_checkout))

@@ -1,7 +1,8 @@
 """``paygate netsim``: run the card-network simulator, read its ledger, settle a day.
 
 Owns the command-line surface of netsim only: :func:`register` adds the
-``netsim`` command group (``serve``, ``ledger``, ``settle``) to paygate's parser,
+``netsim`` command group (``serve``, ``ledger``, ``settle``, and ``replay`` from
+:mod:`netsim.certify.replay_cli`) to paygate's parser,
 and configures logging (structlog, to stderr) for ``serve``. Everything it does
 goes through the package API (:class:`netsim.NetSim`, :class:`netsim.Ledger`,
 :func:`netsim.write_settlement`). Cards are only ever shown masked (BIN and
@@ -68,7 +69,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--log-level", default="info",
                        choices=("debug", "info", "warning", "error"),
                        help="log level on stderr (default %(default)s)")
+    serve.add_argument("--record", type=Path, metavar="FILE",
+                       help="write every frame to FILE (JSON lines, replayable with "
+                            "`paygate netsim replay`; non-test PANs and CVCs masked)")
     serve.set_defaults(func=_serve)
+
+    from netsim.certify.replay_cli import register_replay
+    register_replay(commands)
 
     ledger = commands.add_parser("ledger", help="print the ledger's entries (cards masked)",
                                  description="Print netsim's ledger entries, oldest first.")
@@ -147,14 +154,26 @@ def _serve(args: argparse.Namespace) -> int:
         ledger = Ledger(args.ledger)
     except (OSError, sqlite3.Error) as exc:
         return _fail(f"cannot open the ledger {args.ledger}: {exc}")
+    recorder = None
+    if args.record is not None:
+        from netsim.certify.recorder import Recorder
+
+        try:
+            recorder = Recorder(args.record)
+        except OSError as exc:
+            ledger.close()
+            return _fail(f"cannot write the recording {args.record}: {exc}")
     sim = NetSim(context, ledger, host=args.host, port=args.port, faults=faults,
-                 slow_delay=args.slow_delay)
+                 slow_delay=args.slow_delay,
+                 on_frame=recorder.frame if recorder is not None else None)
     try:
         return asyncio.run(_run(sim, args.port_file, args.faults_file))
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
     finally:
         ledger.close()
+        if recorder is not None:
+            recorder.close()
 
 
 async def _run(sim: NetSim, port_file: Path | None, faults_file: Path | None) -> int:

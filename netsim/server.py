@@ -106,15 +106,19 @@ class NetSim:
     (``gateway.pki.server_context``). ``port=0`` binds a free port; read it from
     :attr:`port` after :meth:`start`. ``faults`` (default: none) and
     ``slow_delay`` (seconds before the slow test card is answered) may be
-    changed while it runs. Use ``async with NetSim(...) as sim:`` or
+    changed while it runs. ``on_frame("in" | "out", payload)``, if given, sees every
+    frame received and sent (a recorder: ``netsim.certify.recorder``). Use
+    ``async with NetSim(...) as sim:`` or
     :meth:`start` / :meth:`stop`. The ledger stays open after :meth:`stop`;
     its owner closes it.
     """
 
     def __init__(self, ssl_context: ssl.SSLContext, ledger: Ledger, *,
                  host: str = "127.0.0.1", port: int = 0, faults: Faults | None = None,
-                 slow_delay: float = 3.0) -> None:
+                 slow_delay: float = 3.0,
+                 on_frame: Callable[[str, bytes], None] | None = None) -> None:
         self.ledger = ledger
+        self.on_frame = on_frame
         self.host = host
         self.faults = faults if faults is not None else Faults()
         self.slow_delay = slow_delay
@@ -232,7 +236,10 @@ class NetSim:
             self._day, self._today = day, date.fromordinal(_UNIX_EPOCH + day)
         is_enabled_for = getattr(log, "is_enabled_for", None)  # not every wrapper has it
         self._debug = is_enabled_for is None or bool(is_enabled_for(logging.DEBUG))
+        on_frame = self.on_frame
         for payload in payloads:
+            if on_frame is not None:
+                on_frame("in", payload)
             try:
                 self._process(conn, payload)
             except Exception as exc:  # a failing request never hurts the others
@@ -391,6 +398,8 @@ class NetSim:
                 log.error("response.unencodable", conn=conn.number,
                           stan=answer.get("11", ""), error=exc.msg)
                 return
+            if self.on_frame is not None:
+                self.on_frame("out", data[2:])
             conn.send(data)
 
     def _later(self, delay: float, conn: Connection,

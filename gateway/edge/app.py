@@ -4,6 +4,8 @@
 * ``POST /v1/tokens``: ``Authorization: Bearer <publishable key>`` and
   ``{"encrypted_card": "<compact JWE>"}`` → ``200 {"token", "brand", "last4",
   "exp_month", "exp_year"}``; every refusal is problem+json with a stable code.
+* ``/sdk/v1/...``: the card iframe SDK (``gateway.edge.sdk``): ``paygate.js`` and the
+  card frame with its strict Content-Security-Policy.
 * ``GET /healthz``: the HSM's self-test.
 * ``GET /metrics``: Prometheus metrics (``gateway.metrics``).
 
@@ -23,6 +25,7 @@ from aiohttp import web
 
 from gateway import metrics
 from gateway.edge.problems import HTTP_CODES, problem
+from gateway.edge.sdk import add_sdk_routes
 from gateway.intake import CardIntake, IntakeError
 from gateway.merchants import MerchantDirectory
 from hsm_sim.interface import Hsm, HsmError
@@ -129,7 +132,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 def create_app(intake: CardIntake, hsm: Hsm, merchants: MerchantDirectory, *,
                max_body: int = MAX_BODY) -> web.Application:
-    """The edge as an aiohttp application (other routes, e.g. the SDK, are added later)."""
+    """The edge as an aiohttp application, the card iframe SDK's routes included."""
     app = web.Application(client_max_size=max_body, middlewares=[problem_middleware])
     app[INTAKE] = intake
     app[HSM] = hsm
@@ -138,4 +141,5 @@ def create_app(intake: CardIntake, hsm: Hsm, merchants: MerchantDirectory, *,
     app.router.add_post("/v1/tokens", create_token)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_page)
+    add_sdk_routes(app)
     return app

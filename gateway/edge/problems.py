@@ -17,8 +17,9 @@ CONTENT_TYPE = "application/problem+json"
 
 
 def problem(status: int, code: str, detail: str, fields: tuple[str, ...] = (),
-            headers: dict[str, str] | None = None) -> web.Response:
-    """A problem+json response."""
+            headers: dict[str, str] | None = None,
+            extra: dict[str, str] | None = None) -> web.Response:
+    """A problem+json response (``extra``: more members, e.g. an upstream reason)."""
     body: dict[str, object] = {
         "type": PROBLEM_TYPE + code,
         "title": HTTPStatus(status).phrase,
@@ -28,6 +29,8 @@ def problem(status: int, code: str, detail: str, fields: tuple[str, ...] = (),
     }
     if fields:
         body["fields"] = list(fields)
+    if extra:
+        body.update(extra)
     response = web.Response(status=status, body=json.dumps(body).encode(),
                             content_type=CONTENT_TYPE, headers=headers)
     response.headers["Cache-Control"] = "no-store"

@@ -19,6 +19,8 @@ Policy, in one place:
 * **Late responses** - a response that no waiting request claims (it came after
   its deadline, is a duplicate, or matches nothing) goes to ``on_late_response``
   (sync or async). 0810s are only logged.
+* **Recording** - ``on_frame("out" | "in", payload)``, if given, sees every frame
+  each connection sends or receives (``netsim.certify.recorder.Recorder.frame``).
 * **Echo** - a connection that received nothing for ``echo_interval`` seconds
   sends an echo test (0800/301). No 0810 with 39 = 00 within the deadline: the
   connection is dropped and reconnected.
@@ -51,7 +53,7 @@ import structlog
 
 from codec import dialect
 
-from .connection import Connection, check_request
+from .connection import Connection, FrameObserver, check_request
 from .errors import NetworkError, NotSent, OutcomeUnknown
 from .trace import TraceAllocator
 
@@ -86,6 +88,7 @@ class NetworkClient:
         backoff_max: float = 5.0,
         on_late_response: LateResponseHandler | None = None,
         server_hostname: str = "localhost",
+        on_frame: FrameObserver | None = None,
     ) -> None:
         if trace.terminal_id != terminal_id:
             raise ValueError("the trace allocator belongs to another terminal")
@@ -111,6 +114,7 @@ class NetworkClient:
         self._backoff_initial = backoff_initial
         self._backoff_max = backoff_max
         self._on_late_response = on_late_response
+        self._on_frame = on_frame  # sees every frame of every connection (a recorder)
         self._in_flight = 0  # slots taken, at most max_in_flight
         self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self._ready_conns: list[Connection | None] = [None] * connections
@@ -323,7 +327,8 @@ class NetworkClient:
         while not self._closing:
             conn = Connection(self.host, self.port, self._ssl,
                               server_hostname=self._server_hostname, name=f"network-{slot}",
-                              on_unsolicited=self._route_unsolicited)
+                              on_unsolicited=self._route_unsolicited,
+                              on_frame=self._on_frame)
             signed_on = False
             try:
                 signed_on = await self._sign_on(conn, failures + 1)

@@ -32,6 +32,8 @@ A framing error (bad length header, stream ended mid-frame), a reset or EOF
 ends the connection: every request still pending fails with
 :class:`~gateway.network.errors.OutcomeUnknown`. The connection knows nothing
 of sign-on, echo policy or reconnection; :mod:`gateway.network.client` does.
+``on_frame("out" | "in", payload)``, if given, sees every frame's payload sent or
+received (a recorder).
 """
 
 from __future__ import annotations
@@ -48,12 +50,14 @@ from codec.framing import BINARY2, FramingError, IncompleteFrame
 
 from .errors import NotSent, OutcomeUnknown
 
-__all__ = ["Connection", "UnsolicitedHandler", "check_request"]
+__all__ = ["Connection", "FrameObserver", "UnsolicitedHandler", "check_request"]
 
 log = structlog.get_logger("gateway.network")
 
 #: Called with every decoded response that no pending request claims.
 UnsolicitedHandler = Callable[[dict[str, str]], None]
+#: Called with ("out" | "in", payload) for every frame sent or received (a recorder).
+FrameObserver = Callable[[str, bytes], None]
 
 _CLOSE_TIMEOUT = 1.0  # seconds to wait for a TLS close before aborting
 _SPEC = dialect.SPEC
@@ -109,8 +113,10 @@ class Connection:
         server_hostname: str = "localhost",
         name: str = "network",
         on_unsolicited: UnsolicitedHandler | None = None,
+        on_frame: FrameObserver | None = None,
     ) -> None:
         self.host = host
+        self._on_frame = on_frame
         self.port = port
         self.name = name
         self._ssl = ssl_context
@@ -246,6 +252,8 @@ class Connection:
         entry = _Pending(mti, terminal_id, stan, loop.create_future())
         entry.timer = loop.call_at(end, self._expire, key, entry)
         self._pending[key] = entry
+        if self._on_frame is not None:
+            self._on_frame("out", payload)
         self._queue(len(payload).to_bytes(_HEADER, "big") + payload)
         return entry
 
@@ -330,6 +338,8 @@ class Connection:
                 break
             payload = data[pos + _HEADER:stop]
             pos = stop
+            if self._on_frame is not None:
+                self._on_frame("in", payload)
             try:
                 doc = codec.decode(payload, _SPEC)
             except codec.DecodeError as exc:
@@ -412,6 +422,8 @@ class Connection:
         except codec.EncodeError:
             log.warning("cannot answer the network's echo", connection=self.name)
             return
+        if self._on_frame is not None:
+            self._on_frame("out", payload)
         self._queue(len(payload).to_bytes(_HEADER, "big") + payload)
         log.info("answered the network's echo", connection=self.name, stan=reply["11"])
 

@@ -15,7 +15,7 @@ from codec import dialect
 from gateway.cards import Card
 from gateway.network import Trace
 from gateway.payments import money
-from gateway.payments.machine import Approved, Declined, Outcome
+from gateway.payments.machine import Approved, Declined, Outcome, Unknown
 from gateway.payments.model import Attempt
 
 #: Field 39 for a request that never reached the network (nothing was sent): treated
@@ -94,8 +94,17 @@ def refund(attempt: Attempt, auth: Attempt, trace: Trace,
 
 def outcome(reply: Mapping[str, str]) -> Outcome:
     """The outcome a reply carries: field 39 00/10 approves (field 4 = the amount
-    approved, field 38 the approval code), anything else declines."""
+    approved, field 38 the approval code), any other code declines. A reply without a
+    response code (field 39) says nothing about what the network did: Unknown, as if
+    no reply had come (an authorization is then reversed, a follow-up repeated). So is
+    an approving 0110 without an approval code (field 38): its capture could never be
+    sent (a 0220 must carry it), so the hold is reversed rather than left stranded."""
     code = reply.get("39", "")
+    if not code:
+        return Unknown()
+    if (code in (dialect.APPROVED, dialect.PARTIAL_APPROVAL) and reply.get("t") == "0110"
+            and not reply.get("38", "").strip()):
+        return Unknown()
     if code in (dialect.APPROVED, dialect.PARTIAL_APPROVAL):
         amount = reply.get("4", "")
         return Approved(code, int(amount) if amount.isdigit() else None, reply.get("38", ""))
