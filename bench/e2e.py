@@ -334,6 +334,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--payments", type=int, default=2000, help="payments per round")
     parser.add_argument("--in-flight", type=int, default=64)
+    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
+                        help="paygate up's event loop (default: paygate up's own default, "
+                             "uvloop when installed; the echo server keeps asyncio's)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--log-level", default="warning",
                         help="the stack's log level (info logs one line per RPC)")
@@ -349,7 +352,7 @@ def main() -> int:
         data = args.keep or Path(tmp) / "data"
         paygate = str(Path(sys.executable).with_name("paygate"))
         up = _spawn([paygate, "up", "--data-dir", str(data), "--grpc", "127.0.0.1:0",
-                     "--http", "127.0.0.1:0", "--netsim-port", "0"],
+                     "--http", "127.0.0.1:0", "--netsim-port", "0", "--loop", args.loop],
                     data / "stack.json", Path(tmp) / "up.log",
                     {**STACK_ENV, "PAYGATE_LOGGING_LEVEL": args.log_level})
         try:

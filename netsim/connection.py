@@ -13,7 +13,7 @@ were read and not handed on, and while the peer does not read its answers.
 from __future__ import annotations
 
 import asyncio
-from typing import Protocol
+from typing import Protocol, cast
 
 import structlog
 
@@ -65,7 +65,9 @@ class Connection(asyncio.Protocol):
     # ------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's TLS transport is one without subclassing
+        # asyncio.Transport, so no isinstance check here).
+        transport = cast(asyncio.Transport, transport)
         self.transport = transport
         self.owner._opened(self)
 

@@ -54,7 +54,8 @@ Scenario = Callable[[NetSim, NetworkClient, TraceAllocator, Ledger], Awaitable[A
 
 def _run(pki: Pki, tmp_path: Path, scenario: Scenario, *, faults: Faults | None = None,
          late: list[dict[str, str]] | None = None, connections: int = 1,
-         max_in_flight: int = 64) -> Any:
+         max_in_flight: int = 64,
+         loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> Any:
     async def main() -> Any:
         ledger = Ledger(tmp_path / "netsim.db")
         sim = NetSim(server_context(pki.netsim), ledger, faults=faults,
@@ -77,7 +78,26 @@ def _run(pki: Pki, tmp_path: Path, scenario: Scenario, *, faults: Faults | None 
             await client.close()
             await sim.stop()
 
-    return asyncio.run(main())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        return runner.run(main())
+
+
+def test_client_and_netsim_work_on_uvloop(pki: Pki, tmp_path: Path) -> None:
+    """On uvloop (what `paygate up` runs on by default), whose TLS transport is not an
+    asyncio.Transport subclass, the client signs on and its 0100 is answered and recorded."""
+    import uvloop
+
+    async def scenario(sim: NetSim, client: NetworkClient, trace: TraceAllocator,
+                       ledger: Ledger) -> tuple[str, str, str]:
+        loop = type(asyncio.get_running_loop()).__module__
+        request = _auth(trace, "4242424242424242", 2500)
+        reply = await client.request(request)
+        held = ledger.authorizations()[0].held
+        return loop, reply["39"], f"{held}"
+
+    loop, code, held = _run(pki, tmp_path, scenario, loop_factory=uvloop.new_event_loop)
+    assert loop.startswith("uvloop")
+    assert (code, held) == ("00", "2500")
 
 
 def test_every_test_card_behaves_as_the_table_says(pki: Pki, tmp_path: Path) -> None:

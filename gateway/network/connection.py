@@ -41,6 +41,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Callable, Mapping
+from typing import cast
 
 import structlog
 
@@ -437,7 +438,9 @@ class _Protocol(asyncio.Protocol):
         self._conn = conn
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # A stream transport (uvloop's TLS transport is one without subclassing
+        # asyncio.Transport, so no isinstance check here).
+        transport = cast(asyncio.Transport, transport)
         self._conn._connected(transport)
 
     def data_received(self, data: bytes) -> None:
