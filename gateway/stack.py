@@ -195,14 +195,17 @@ class Stack:
         executor = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="hsm")
         exit_.callback(executor.shutdown)
         intake = CardIntake(hsm, vault, policy=config.intake.policy(), executor=executor)
+        payments = PaymentsServicer(service, store)
         self.server = server = build_server(
-            [(payments_pb2_grpc.add_PaymentsServicer_to_server,
-              PaymentsServicer(service, store)),
+            [(payments_pb2_grpc.add_PaymentsServicer_to_server, payments),
              (tokens_pb2_grpc.add_TokensServicer_to_server, TokensServicer(intake))],
             listen=config.grpc.listen, tls=config.grpc.tls.credentials(),
             identity_policy=policy, rate_limiter=limiter,
             max_concurrent_rpcs=config.grpc.max_concurrent_rpcs)
         await server.start()
+        # On the way out (last in, first out): stop the server, then let the mutating
+        # calls it leaves running finish their bookkeeping before the network link closes.
+        exit_.push_async_callback(payments.drain, config.network.deadline_seconds + 1.0)
         exit_.push_async_callback(server.stop, config.grpc.grace_seconds)
 
         app = create_app(intake, hsm, merchants, max_body=config.http.max_body)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
+import structlog
 from paygate.v1 import payments_pb2, payments_pb2_grpc
 
 from gateway.api.context import authorize_merchant, current_caller
@@ -38,6 +39,8 @@ def _idempotency_key(context: grpc.aio.ServicerContext) -> str | None:
     return None
 
 
+log = structlog.get_logger("gateway.api.payments")
+
 def _invalid_enum(exc: InvalidEnum) -> DomainError:
     return DomainError("INVALID_ARGUMENT", f"{exc.field}_invalid",
                        f"{exc.field} must be set to one of the enum's values")
@@ -50,6 +53,13 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServicer):
         self._service = service
         self._store = store
         self._idempotent = IdempotentCalls(store)
+
+    async def drain(self, timeout: float) -> None:
+        """On shutdown, after the server stopped taking calls: let the mutating calls
+        still running (their callers may have gone) finish, up to ``timeout`` seconds."""
+        left = await self._idempotent.drain(timeout)
+        if left:
+            log.warning("payments_calls_still_running_at_shutdown", calls=left)
 
     async def _visible(self, intent_id: str) -> PaymentIntent:
         """The intent, if the caller may act for its merchant; else NOT_FOUND."""

@@ -47,6 +47,20 @@ confirm, capture or cancel of an intent that moved on, and the store's version
 check refuses a change decided on a stale read. The answer, whichever rule gave
 it, is stored and replayed for the key from then on.
 
+**A caller that goes away** (cancelled, or its deadline passed) does not cut a call
+short: every mutating call runs in a task of its own that the caller's cancellation
+does not reach (:meth:`IdempotentCalls.run` awaits it through ``asyncio.shield``). A
+confirm whose 0100 is on the wire still records the network's answer, and the answer
+is stored for the key, so the caller's retry gets it, not a second run.
+
+**A call that fails unexpectedly** (an exception that is not a ``DomainError``: a
+bug, a store that failed to commit the outcome) after it recorded something on the
+intent releases nothing: what it recorded is read back as in rule 1 (with its own
+claim as the lost one), stored for the key and answered to retries (the intent, very
+likely ``processing`` with the attempt left for the reconciler), never a
+FAILED_PRECONDITION from running it again. The failing call itself still answers
+INTERNAL. Without anything recorded, the claim is released and the retry runs again.
+
 What the rules cannot fully cover is taking over a call that is in fact still
 running (slower than the lease, or a second process on the same store started
 after it): confirm, capture and cancel stay safe through the state machine and
@@ -56,6 +70,7 @@ between the retry's look at the store and its own run — hence the generous lea
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Final
@@ -140,6 +155,7 @@ class IdempotentCalls:
         self._lease_ms = lease_ms
         self._may_see = may_see
         self._started = clock()
+        self._running: set[asyncio.Task[bytes]] = set()   # detached calls still running
 
     def _stale_before(self, now: int) -> int:
         """Claims created before this are stale: made before this process started, or
@@ -155,7 +171,7 @@ class IdempotentCalls:
         :class:`ReplayedRefusal`.
         """
         if key is None:
-            return await call()
+            return await self._detached(call())
         idempotency.validate_key(key)
         fingerprint = idempotency.request_fingerprint(method, request)
         now = self._clock()
@@ -174,11 +190,35 @@ class IdempotentCalls:
             if existing.code == 0:
                 return existing.response
             raise ReplayedRefusal(_status_from_bytes(existing.code, existing.details))
+        return await self._detached(self._run_claimed(scope, key, method, request, claim,
+                                                      lost, call))
+
+    async def drain(self, timeout: float) -> int:
+        """Wait up to ``timeout`` seconds for the calls still running (a stopping server's
+        last ones, and those whose callers went away); how many are still running."""
+        running = set(self._running)
+        if running:
+            await asyncio.wait(running, timeout=timeout)
+        return sum(not task.done() for task in running)
+
+    async def _detached(self, coro: Awaitable[bytes]) -> bytes:
+        """``coro`` run to its end in a task of its own, whatever happens to the caller
+        (module docstring); the caller gets its result if it is still waiting."""
+        task = asyncio.ensure_future(coro)
+        self._running.add(task)
+        task.add_done_callback(_forget(self._running))
+        return await asyncio.shield(task)
+
+    async def _run_claimed(self, scope: str, key: str, method: str, request: bytes,
+                           claim: IdempotencyRecord, lost: IdempotencyRecord | None,
+                           call: Callable[[], Awaitable[bytes]]) -> bytes:
+        """Run the call under its claim (or answer from what a lost one recorded) and
+        store the answer for the key; release the claim when the failure is transient."""
         try:
             if lost is not None:
                 recovered = await self._recorded_answer(method, request, lost)
                 log.warning("idempotency_claim_taken_over", method=method,
-                            claimed_ms_ago=now - lost.created,
+                            claimed_ms_ago=claim.created - lost.created,
                             answer="recorded" if recovered is not None else "run_again")
                 if recovered is not None:
                     await self._store.complete_idempotency(scope, key, recovered, 0, b"",
@@ -193,11 +233,30 @@ class IdempotentCalls:
             else:
                 await self._store.release_idempotency(scope, key, claim.created)
             raise
+        except Exception as exc:
+            recorded = await self._recorded_after_failure(method, request, claim)
+            if recorded is None:
+                await self._store.release_idempotency(scope, key, claim.created)
+            else:
+                log.error("idempotent_call_failed_after_recording", method=method,
+                          error=type(exc).__name__)
+                await self._store.complete_idempotency(scope, key, recorded, 0, b"",
+                                                       claim.created)
+            raise
         except BaseException:
             await self._store.release_idempotency(scope, key, claim.created)
             raise
         await self._store.complete_idempotency(scope, key, response, 0, b"", claim.created)
         return response
+
+    async def _recorded_after_failure(self, method: str, request: bytes,
+                                      claim: IdempotencyRecord) -> bytes | None:
+        """What a call that failed unexpectedly had recorded (rule 1, its own claim as
+        the lost one), or ``None``; a store that cannot tell is taken as ``None``."""
+        try:
+            return await self._recorded_answer(method, request, claim)
+        except Exception:
+            return None
 
     async def _call(self, method: str, request: bytes, lost: IdempotencyRecord | None,
                     call: Callable[[], Awaitable[bytes]]) -> bytes:
@@ -246,6 +305,16 @@ class IdempotentCalls:
         if any(a.created >= lost.created for a in attempts):
             return _intent_bytes(intent)
         return None
+
+
+def _forget(running: set[asyncio.Task[bytes]]) -> Callable[[asyncio.Task[bytes]], None]:
+    """A done callback: drop the task, and take its exception so that a call whose caller
+    went away does not log "exception was never retrieved" (it logged its own failure)."""
+    def done(task: asyncio.Task[bytes]) -> None:
+        running.discard(task)
+        if not task.cancelled():
+            task.exception()
+    return done
 
 
 def _intent_bytes(intent: PaymentIntent) -> bytes:
