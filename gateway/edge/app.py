@@ -15,16 +15,15 @@ become a bare 500 problem, logged without the request body.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from aiohttp import web
 
 from gateway import metrics
-from gateway.edge.problems import HTTP_CODES, problem
+from gateway.edge.problems import HTTP_CODES, ProblemResponse, json_body, problem
 from gateway.edge.sdk import add_sdk_routes
 from gateway.intake import CardIntake, IntakeError
 from gateway.merchants import MerchantDirectory
@@ -48,6 +47,8 @@ async def problem_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Turn every error into problem+json; never let an exception reach the client."""
     try:
         response = await handler(request)
+    except ProblemResponse as exc:
+        return exc.response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -90,12 +91,7 @@ async def create_token(request: web.Request) -> web.Response:
         return problem(401, "invalid_publishable_key",
                        "send 'Authorization: Bearer <publishable key>' with a valid key",
                        headers={"WWW-Authenticate": 'Bearer realm="paygate"'})
-    if request.content_type != "application/json":
-        return problem(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        body: Any = json.loads(await request.read())
-    except (UnicodeDecodeError, ValueError):
-        return problem(400, "invalid_json", "the body is not JSON")
+    body = await json_body(request)
     if not isinstance(body, dict) or not isinstance(body.get("encrypted_card"), str):
         return problem(400, "invalid_request",
                        "the body must be {\"encrypted_card\": \"<compact JWE>\"}",

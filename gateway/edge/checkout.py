@@ -27,7 +27,6 @@ until then the routes answer 503.
 from __future__ import annotations
 
 import html
-import json
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -39,7 +38,7 @@ from aiohttp import web
 from paygate.v1 import payments_pb2, payments_pb2_grpc
 
 from gateway.api.server import client_channel
-from gateway.edge.problems import problem
+from gateway.edge.problems import json_body, problem
 from gateway.payments.convert import error_info_from
 from gateway.pki import Credentials
 
@@ -167,12 +166,7 @@ async def pay(request: web.Request) -> web.Response:
     if origin is not None and origin != checkout.page_origin:
         return problem(403, "origin_not_allowed", "pay from the checkout page's origin",
                        ("Origin",))
-    if request.content_type != "application/json":
-        return problem(415, "unsupported_media_type", "send the body as application/json")
-    try:
-        body: Any = json.loads(await request.read())
-    except (UnicodeDecodeError, ValueError):
-        return problem(400, "invalid_json", "the body is not JSON")
+    body = await json_body(request)
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not _TOKEN.fullmatch(token):
         return problem(400, "invalid_request", 'the body must be {"token": "<card token>"}',

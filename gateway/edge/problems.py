@@ -37,6 +37,26 @@ def problem(status: int, code: str, detail: str, fields: tuple[str, ...] = (),
     return response
 
 
+class ProblemResponse(Exception):
+    """Raised with a ready problem response; the edge's middleware answers with it."""
+
+    def __init__(self, response: web.Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
+async def json_body(request: web.Request) -> object:
+    """The request's JSON body; :class:`ProblemResponse` 415 unless it is sent as
+    ``application/json``, 400 ``invalid_json`` unless it parses."""
+    if request.content_type != "application/json":
+        raise ProblemResponse(problem(415, "unsupported_media_type",
+                                      "send the body as application/json"))
+    try:
+        return json.loads(await request.read())
+    except (UnicodeDecodeError, ValueError):
+        raise ProblemResponse(problem(400, "invalid_json", "the body is not JSON")) from None
+
+
 #: Stable codes for the statuses aiohttp itself raises.
 HTTP_CODES = {
     400: "invalid_request",
