@@ -136,7 +136,11 @@ class Stack:
         exit_.callback(hsm.close)
         db = SqliteDatabase(data / "paygate.db")
         exit_.callback(db.close)
-        self.vault = vault = Vault(hsm, SqliteVaultStore(db))
+        vault_executor = None
+        if hsm.backend == "pkcs11":   # its calls queue on one lock: not on the event loop
+            vault_executor = ThreadPoolExecutor(1, thread_name_prefix="hsm-vault")
+            exit_.callback(vault_executor.shutdown)
+        self.vault = vault = Vault(hsm, SqliteVaultStore(db), executor=vault_executor)
         self.store = store = SqlitePaymentStore(db)
 
         host, port = config.network.host, config.network.port

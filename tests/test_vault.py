@@ -183,3 +183,54 @@ def test_replay_records_are_purged_after_their_window(stack: edge_stack.Stack) -
         assert await stack.vault.purge_replay_records(1001) == 1
         await stack.vault.tokenize("acme", VISA, jwe_digest=b"d" * 32, jwe_expires=5000)
     asyncio.run(run())
+
+
+class _ThreadNoting:
+    """A real software HSM whose vault-side calls note the thread they ran on."""
+
+    def __init__(self, inner: object) -> None:
+        self._inner = inner
+        self.threads: set[int] = set()
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._inner, name)
+        if name not in ("seal", "unseal", "fingerprint", "random"):
+            return attr
+
+        def noted(*args: object) -> object:
+            import threading
+            self.threads.add(threading.get_ident())
+            return attr(*args)
+        return noted
+
+
+def test_with_an_executor_the_vaults_hsm_work_never_runs_on_the_event_loop(
+        tmp_path: Path) -> None:
+    """Given an executor (what the stack does for a PKCS#11 HSM, whose calls wait on one
+    lock), tokenize and detokenize do every seal, unseal, fingerprint and random draw in
+    it, and still return the card and its CVC once."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gateway.store.sqlite import SqliteDatabase
+    from gateway.vault import SqliteVaultStore, Vault
+    from hsm_sim import SoftwareHsm
+
+    hsm = _ThreadNoting(SoftwareHsm(tmp_path / "hsm", environ={}))
+    db = SqliteDatabase(tmp_path / "paygate.db")
+    executor = ThreadPoolExecutor(1, thread_name_prefix="hsm-vault")
+    try:
+        vault = Vault(hsm, SqliteVaultStore(db), executor=executor)  # type: ignore[arg-type]
+
+        async def run() -> tuple[int, str | None, str | None, str]:
+            token = (await vault.tokenize("acme", VISA, cvc="321")).token
+            first = await vault.detokenize_for_network("acme", token)
+            second = await vault.detokenize_for_network("acme", token)
+            return threading.get_ident(), first.cvc, second.cvc, first.card.pan
+
+        loop_thread, cvc, again, pan = asyncio.run(run())
+        assert (cvc, again, pan) == ("321", None, VISA.pan)
+        assert hsm.threads and loop_thread not in hsm.threads
+    finally:
+        executor.shutdown()
+        db.close()

@@ -63,7 +63,9 @@ def build_tokenization(data_dir: Path, hsm: Hsm | None = None, *,
         hsm_threads = (os.cpu_count() or 1) if hsm.backend == "software" else 1
     executor = ThreadPoolExecutor(max(hsm_threads, 1), thread_name_prefix="hsm")
     db = SqliteDatabase(data_dir / "paygate.db")
-    vault = Vault(hsm, SqliteVaultStore(db))
+    # A PKCS#11 HSM's calls queue on one lock: the vault's go to the same thread(s).
+    vault = Vault(hsm, SqliteVaultStore(db),
+                  executor=executor if hsm.backend == "pkcs11" and hsm_threads > 0 else None)
     intake = CardIntake(hsm, vault, policy=policy,
                         executor=executor if hsm_threads > 0 else None)
     return Tokenization(hsm, db, vault, intake, executor)

@@ -13,13 +13,20 @@
   consumes it.
 * ``detokenize_for_network`` is the only way back to the PAN. Nothing else in
   the gateway calls it but the code that builds the network message.
+* With an ``executor``, the HSM's work (fingerprint, token digits, seals, unseals)
+  runs there instead of on the event loop: for a PKCS#11 HSM, whose calls are
+  serialised behind one lock that a long RSA decrypt in another thread may hold.
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from typing import Final
+from typing import Final, TypeVar
 
 from gateway.cards import Card
 from gateway.vault.cvc import CvcCache
@@ -28,6 +35,7 @@ from gateway.vault.tokens import make_token
 from hsm_sim.interface import Hsm
 
 _DRAWS: Final = 8
+T = TypeVar("T")
 
 
 class TokenNotFound(LookupError):
@@ -71,10 +79,18 @@ class NetworkCard:
 class Vault:
     """Tokenize and detokenize cards through an HSM and a vault store."""
 
-    def __init__(self, hsm: Hsm, store: VaultStore, *, cvc_cache: CvcCache | None = None) -> None:
+    def __init__(self, hsm: Hsm, store: VaultStore, *, cvc_cache: CvcCache | None = None,
+                 executor: Executor | None = None) -> None:
         self._hsm = hsm
         self._store = store
         self.cvcs = cvc_cache if cvc_cache is not None else CvcCache(hsm)
+        self._executor = executor
+
+    async def _hsm_work(self, fn: Callable[[], T]) -> T:
+        """``fn`` (HSM calls) in the executor if there is one, else right here."""
+        if self._executor is None:
+            return fn()
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
 
     def __repr__(self) -> str:
         return f"Vault(hsm={self._hsm.backend}, store={self._store!r})"
@@ -88,22 +104,27 @@ class Vault:
         """
         hsm = self._hsm
         pan = card.pan.encode("ascii")
-        fingerprint = hsm.fingerprint(pan)
         now = int(time.time())
-        for _ in range(_DRAWS):
+
+        def draw() -> VaultEntry:
             token = make_token(card.pan, hsm.random)
-            entry = VaultEntry(
-                token=token, merchant_id=merchant_id, fingerprint=fingerprint,
+            return VaultEntry(
+                token=token, merchant_id=merchant_id, fingerprint=hsm.fingerprint(pan),
                 sealed=hsm.seal(pan, _pan_aad(merchant_id, token)),
                 bin=card.bin, last4=card.last4, brand=card.brand, exp_month=card.exp_month,
                 exp_year=card.exp_year, created=now, updated=now)
+
+        for _ in range(_DRAWS):
+            entry = await self._hsm_work(draw)
+            token = entry.token
             try:
                 saved = await self._store.save(entry, jwe_digest=jwe_digest,
                                                jwe_expires=jwe_expires)
             except TokenTaken:
                 continue
             if cvc:
-                self.cvcs.put(merchant_id, saved.token, cvc)
+                await self._hsm_work(functools.partial(self.cvcs.put, merchant_id,
+                                                       saved.token, cvc))
             return Tokenized(saved.token, saved.brand, saved.last4, saved.exp_month,
                              saved.exp_year, created=saved.token == token)
         raise VaultFull("no free token after several draws")
@@ -121,9 +142,11 @@ class Vault:
         entry = await self._store.get(merchant_id, token)
         if entry is None:
             raise TokenNotFound()
-        pan = self._hsm.unseal(entry.sealed, _pan_aad(merchant_id, token)).decode("ascii")
-        card = Card(pan, entry.exp_month, entry.exp_year, entry.brand)
-        return NetworkCard(card, self.cvcs.take(merchant_id, token))
+        def unseal() -> NetworkCard:
+            pan = self._hsm.unseal(entry.sealed, _pan_aad(merchant_id, token)).decode("ascii")
+            card = Card(pan, entry.exp_month, entry.exp_year, entry.brand)
+            return NetworkCard(card, self.cvcs.take(merchant_id, token))
+        return await self._hsm_work(unseal)
 
     async def purge_replay_records(self, now: int) -> int:
         """Drop the digests of accepted JWEs whose freshness window ended before ``now``."""
