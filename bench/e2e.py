@@ -335,8 +335,8 @@ def main() -> int:
     parser.add_argument("--payments", type=int, default=2000, help="payments per round")
     parser.add_argument("--in-flight", type=int, default=64)
     parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
-                        help="paygate up's event loop (default: paygate up's own default, "
-                             "uvloop when installed; the echo server keeps asyncio's)")
+                        help="the event loop of paygate up and of the echo server alike "
+                             "(default: paygate up's own, uvloop when installed)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--log-level", default="warning",
                         help="the stack's log level (info logs one line per RPC)")
@@ -344,8 +344,11 @@ def main() -> int:
     parser.add_argument("--serve-echo", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve_echo:  # child process: the echo server
-        asyncio.run(_echo_server(args.serve_echo, args.port_file))
+    if args.serve_echo:  # child process: the echo server, on the same loop as ours
+        from gateway.edge.server import loop_factory
+
+        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
+            runner.run(_echo_server(args.serve_echo, args.port_file))
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -358,7 +361,7 @@ def main() -> int:
         try:
             info = json.loads((data / "stack.json").read_text())
             echo = _spawn([sys.executable, __file__, "--serve-echo", str(data / "pki"),
-                           "--port-file", str(Path(tmp) / "echo.port")],
+                           "--port-file", str(Path(tmp) / "echo.port"), "--loop", args.loop],
                           Path(tmp) / "echo.port", Path(tmp) / "echo.log")
             try:
                 target = f"127.0.0.1:{(Path(tmp) / 'echo.port').read_text().strip()}"
