@@ -375,7 +375,7 @@ class SqlitePaymentStore:
             finally:
                 conn.execute("COMMIT")
             return None if row is None else (_intent(row), [_attempt(r) for r in rows])
-        return await self._db.read(job)
+        return await self._db.read_now(job)
 
     async def attempts_with_status(self, status: AttemptStatus, kind: AttemptKind | None = None,
                                    limit: int = 100) -> list[Attempt]:
