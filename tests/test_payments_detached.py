@@ -21,14 +21,16 @@ APPROVED = "4242424242424242"
 SCOPE = "checkout-service"
 
 
-def _calls(stack: PaymentsStack) -> IdempotentCalls:
-    return IdempotentCalls(stack.store, may_see=lambda merchant: True)
-
-
-def _confirm_request(intent: PaymentIntent, token: str) -> bytes:
-    data: bytes = pb.ConfirmPaymentIntentRequest(id=intent.id, payment_method=token
-                                                 ).SerializeToString(deterministic=True)
-    return data
+async def _manual_intent(stack: PaymentsStack, amount: int,
+                         ) -> tuple[IdempotentCalls, PaymentIntent, str, bytes]:
+    """An idempotency layer, a new manual-capture intent, a token of the approving card,
+    and the serialized ConfirmPaymentIntent request for them."""
+    calls = IdempotentCalls(stack.store, may_see=lambda merchant: True)
+    intent = await stack.service.create_intent("acme", amount, "eur", "manual")
+    token = await stack.token(APPROVED)
+    request: bytes = pb.ConfirmPaymentIntentRequest(
+        id=intent.id, payment_method=token).SerializeToString(deterministic=True)
+    return calls, intent, token, request
 
 
 def _confirm(stack: PaymentsStack, intent: PaymentIntent, token: str,
@@ -53,10 +55,7 @@ def test_a_confirm_whose_caller_goes_away_finishes_and_its_answer_is_kept(
     second 0100."""
     async def main() -> None:
         async with running(pki, tmp_path, deadline=3.0, faults=Faults(latency=0.6)) as stack:
-            calls = _calls(stack)
-            intent = await stack.service.create_intent("acme", 2500, "eur", "manual")
-            token = await stack.token(APPROVED)
-            request = _confirm_request(intent, token)
+            calls, intent, token, request = await _manual_intent(stack, 2500)
             first = asyncio.ensure_future(calls.run(
                 SCOPE, "k-confirm", "ConfirmPaymentIntent", request,
                 _confirm(stack, intent, token)))
@@ -86,10 +85,7 @@ def test_a_call_that_fails_after_recording_answers_retries_with_what_it_recorded
 
     async def main() -> None:
         async with running(pki, tmp_path) as stack:
-            calls = _calls(stack)
-            intent = await stack.service.create_intent("acme", 1800, "eur", "manual")
-            token = await stack.token(APPROVED)
-            request = _confirm_request(intent, token)
+            calls, intent, token, request = await _manual_intent(stack, 1800)
             with pytest.raises(RuntimeError):
                 await calls.run(SCOPE, "k-bug", "ConfirmPaymentIntent", request,
                                 _confirm(stack, intent, token, then=boom))
@@ -113,10 +109,7 @@ def test_a_call_that_fails_before_recording_anything_runs_again_on_retry(
 
     async def main() -> None:
         async with running(pki, tmp_path) as stack:
-            calls = _calls(stack)
-            intent = await stack.service.create_intent("acme", 1700, "eur", "manual")
-            token = await stack.token(APPROVED)
-            request = _confirm_request(intent, token)
+            calls, intent, token, request = await _manual_intent(stack, 1700)
             with pytest.raises(RuntimeError):
                 await calls.run(SCOPE, "k-early", "ConfirmPaymentIntent", request,
                                 fails_early)
