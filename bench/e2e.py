@@ -345,10 +345,9 @@ def main() -> int:
     parser.add_argument("--port-file", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_echo:  # child process: the echo server, on the same loop as ours
-        from gateway.edge.server import loop_factory
+        from gateway.loops import run
 
-        with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
-            runner.run(_echo_server(args.serve_echo, args.port_file))
+        run(_echo_server(args.serve_echo, args.port_file), args.loop)
         return 0
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -12,7 +12,7 @@ hold) and drops the 0110, so every authorization ends ``unknown`` and every inte
 
 Timed: a fresh reconciler, configured as ``paygate up`` configures it (network
 client deadline 2 s, 256 in flight, one connection; ``Reconciler`` defaults
-``--batch`` 500 and ``--concurrency`` 64; passes every 0.2 s, a full batch followed at
+``--batch`` 2000 and ``--concurrency`` 128; passes every 0.2 s, a full batch followed at
 once), runs from its start (the first pass sweeps the store and ingests the outbox)
 until its queue is empty. Then, untimed, every intent must be
 ``requires_payment_method`` with ``network_timeout``, every authorization
@@ -20,7 +20,7 @@ until its queue is empty. Then, untimed, every intent must be
 that changed something per authorization.
 
     .venv/bin/python bench/reconcile.py [--intents 10000] [--rounds 3]
-        [--batch 500] [--concurrency 64]
+        [--batch 2000] [--concurrency 128]
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ sys.path[:] = [p for p in sys.path if os.path.realpath(p or ".") != _HERE]
 import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import contextlib  # noqa: E402
+import inspect  # noqa: E402
 import logging  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
@@ -49,6 +50,7 @@ from pathlib import Path  # noqa: E402
 import structlog  # noqa: E402
 
 from gateway.cards import Card  # noqa: E402
+from gateway.loops import LOOPS, run  # noqa: E402
 from gateway.merchants import DEMO, MerchantDirectory  # noqa: E402
 from gateway.network import NetworkClient, SqliteStanStore, TraceAllocator  # noqa: E402
 from gateway.payments.model import AttemptKind, AttemptStatus, IntentStatus  # noqa: E402
@@ -242,8 +244,8 @@ def _round(args: argparse.Namespace) -> tuple[Round, str, float]:
             asyncio.run(_setup(folder, port, creds, args.intents, args.setup_in_flight,
                                args.setup_deadline))
             setup = time.perf_counter() - start
-            result = asyncio.run(_reconcile(folder, port, creds, args.intents, args.batch,
-                                            args.concurrency))
+            result = run(_reconcile(folder, port, creds, args.intents, args.batch,
+                                    args.concurrency), args.loop)
         finally:
             _stop(sim)
         return result, _check_netsim(folder / "ledger.db", args.intents), setup
@@ -253,10 +255,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description="reconciler: resolve unknown authorizations")
     parser.add_argument("--intents", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=500)
-    parser.add_argument("--concurrency", type=int, default=64)
+    # The reconciler's own defaults, as `paygate up` runs it.
+    defaults = inspect.signature(Reconciler).parameters
+    parser.add_argument("--batch", type=int, default=defaults["batch"].default)
+    parser.add_argument("--concurrency", type=int, default=defaults["concurrency"].default)
     parser.add_argument("--setup-in-flight", type=int, default=1000)
     parser.add_argument("--setup-deadline", type=float, default=0.5)
+    parser.add_argument("--loop", choices=LOOPS, default="auto",
+                        help="the reconciler's event loop, as `paygate up --loop` (default: "
+                             "uvloop when installed)")
     args = parser.parse_args()
     # The setup logs every lost 0110, the reconciler every reversal: errors only.
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

@@ -18,6 +18,8 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from gateway.loops import add_loop_argument, run
+
 
 def register(sub: Any) -> None:
     up = sub.add_parser("up", help="run the whole stack (netsim, gateway gRPC + HTTP edge) "
@@ -29,8 +31,7 @@ def register(sub: Any) -> None:
                     help="with --demo: stop after the demo (exit 1 on any disagreement)")
     up.add_argument("--no-demo-checkout", action="store_true",
                     help="do not serve the demo checkout page (/demo/checkout) on the edge")
-    up.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
-                    help="event loop (default: uvloop when installed, else asyncio's)")
+    add_loop_argument(up)
     up.set_defaults(func=_up)
 
 
@@ -137,10 +138,7 @@ def _up(args: argparse.Namespace) -> int:
         print(f"paygate up: {exc}")
         return 2
     configure_logging(config.logging.level, json=config.logging.json)
-    from gateway.edge.server import loop_factory
-
-    with asyncio.Runner(loop_factory=loop_factory(args.loop)) as runner:
-        return runner.run(serve_until_signal(config, demo=args.demo,
-                                             exit_after_demo=args.exit_after_demo,
-                                             embedded_netsim=not args.no_netsim,
-                                             demo_checkout=not args.no_demo_checkout))
+    return run(serve_until_signal(config, demo=args.demo,
+                                  exit_after_demo=args.exit_after_demo,
+                                  embedded_netsim=not args.no_netsim,
+                                  demo_checkout=not args.no_demo_checkout), args.loop)

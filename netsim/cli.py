@@ -19,6 +19,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.loops import add_loop_argument
+
 if TYPE_CHECKING:
     from netsim.server import NetSim
 
@@ -52,6 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="also write the bound port to this file once listening")
     serve.add_argument("--ledger", type=Path, default=Path(_DEFAULT_LEDGER),
                        help="ledger file, created if missing (default %(default)s)")
+    add_loop_argument(serve)
     serve.add_argument("--latency", type=float, default=0.0,
                        help="seconds added before each response")
     serve.add_argument("--jitter", type=float, default=0.0,
@@ -129,10 +132,10 @@ def _configure_logging(level: str) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import asyncio
     import sqlite3
     import ssl
 
+    from gateway.loops import run
     from gateway.pki import Credentials, server_context
     from netsim.faults import Faults
     from netsim.ledger import Ledger
@@ -167,7 +170,7 @@ def _serve(args: argparse.Namespace) -> int:
                  slow_delay=args.slow_delay,
                  on_frame=recorder.frame if recorder is not None else None)
     try:
-        return asyncio.run(_run(sim, args.port_file, args.faults_file))
+        return run(_run(sim, args.port_file, args.faults_file), args.loop)
     except OSError as exc:
         return _fail(f"cannot listen on {args.host}:{args.port}: {exc}")
     finally:

@@ -21,24 +21,27 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from gateway.loops import add_loop_argument, run
+
 #: Seconds between passes while nothing is due (without ``--once``).
 INTERVAL = 0.5
 
 
 def add_run_command(reconcile_subparsers: Any) -> argparse.ArgumentParser:
     """Add ``run`` to the ``paygate reconcile`` subcommands; returns its parser."""
-    run: argparse.ArgumentParser = reconcile_subparsers.add_parser(
+    parser: argparse.ArgumentParser = reconcile_subparsers.add_parser(
         "run", help="resolve every attempt left unknown (reversals, repeats) against the "
                     "network; loops until stopped, or --once")
-    add_run_arguments(run)
-    run.set_defaults(func=run_command)
-    return run
+    add_run_arguments(parser)
+    parser.set_defaults(func=run_command)
+    return parser
 
 
 def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--once", action="store_true",
                         help="stop when a pass finds nothing due (default: loop until "
                              "SIGINT/SIGTERM)")
+    add_loop_argument(parser)
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument("--data-dir", type=Path, help="data directory (default: var)")
     parser.add_argument("--netsim-port", type=int,
@@ -62,7 +65,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"paygate reconcile run: {exc}")
         return 2
     configure_logging(config.logging.level, json=config.logging.json)
-    return asyncio.run(reconcile(config, once=bool(getattr(args, "once", False))))
+    return run(reconcile(config, once=bool(getattr(args, "once", False))),
+               getattr(args, "loop", "auto"))
 
 
 async def reconcile(config: Any, *, once: bool, interval: float = INTERVAL) -> int:

@@ -118,8 +118,8 @@ class Reconciler:
                  trace: TraceAllocator, merchants: MerchantDirectory, *, acquirer_id: str,
                  clock: Callable[[], int] = _now_ms, backoff: Backoff | None = None,
                  locks: IntentLocks | None = None, feed: IntentFeed | None = None,
-                 ids: Ids = new_id, stale_after: float = 30.0, batch: int = 500,
-                 concurrency: int = 64, rng: random.Random | None = None) -> None:
+                 ids: Ids = new_id, stale_after: float = 30.0, batch: int = 2000,
+                 concurrency: int = 128, rng: random.Random | None = None) -> None:
         if batch < 1 or concurrency < 1 or stale_after < 0:
             raise ValueError("batch and concurrency must be positive, stale_after >= 0")
         self._store = store

@@ -21,6 +21,7 @@ from gateway.payments.audit import (
     AuditResult,
     canonical_json,
     chain_hash,
+    load_json,
     verify,
     verify_sqlite,
 )
@@ -278,3 +279,20 @@ def test_canonical_json_is_byte_for_byte_the_json_modules_sorted_compact_output(
 def test_canonical_json_falls_back_for_what_orjson_refuses() -> None:
     """An integer beyond 64 bits is still written (by ``json``), not refused."""
     assert canonical_json({"n": 2**70, "a": 1}) == '{"a":1,"n":1180591620717411303424}'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(_TEXT, _JSON, max_size=6))
+def test_load_json_reads_back_exactly_what_canonical_json_wrote(
+        payload: dict[str, object]) -> None:
+    """What the store writes reads back as the very same values ``json.loads`` gives."""
+    import json
+    text = canonical_json(payload)
+    assert load_json(text) == json.loads(text) == payload
+
+
+def test_load_json_falls_back_for_what_orjson_refuses() -> None:
+    """An integer beyond 64 bits reads back as written; malformed text still raises."""
+    assert load_json('{"a":1,"n":1180591620717411303424}') == {"a": 1, "n": 2**70}
+    with pytest.raises(ValueError):
+        load_json('{"a":')

@@ -4,9 +4,10 @@ run it beside the gRPC service)."""
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
+
+from gateway.loops import add_loop_argument, loop_factory, run
 
 
 def register(sub: Any) -> None:
@@ -23,8 +24,7 @@ def register(sub: Any) -> None:
     serve.add_argument("--hsm-threads", type=int, default=None,
                        help="threads for HSM calls (default: one per core for the software "
                             "HSM, 1 for PKCS#11; 0 = on the event loop)")
-    serve.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto",
-                       help="event loop (default: uvloop when installed, else asyncio's)")
+    add_loop_argument(serve)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--json-logs", action="store_true", help="one JSON object per line")
     serve.add_argument("--access-log", action="store_true",
@@ -33,17 +33,16 @@ def register(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from gateway.edge.server import build_tokenization, load_merchants, loop_factory, serve
+    from gateway.edge.server import build_tokenization, load_merchants, serve
     from gateway.logging import configure_logging
 
     configure_logging(args.log_level, json=args.json_logs)
     merchants = load_merchants(args.merchants)
-    factory = loop_factory(args.loop)
+    loop_factory(args.loop)   # refuse --loop uvloop without uvloop before any work
     tokenization = build_tokenization(args.data_dir, hsm_threads=args.hsm_threads)
     try:
-        with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(serve(tokenization, merchants, args.host, args.port,
-                             port_file=args.port_file, access_log=args.access_log))
+        run(serve(tokenization, merchants, args.host, args.port,
+                  port_file=args.port_file, access_log=args.access_log), args.loop)
     finally:
         tokenization.close()
     return 0

@@ -2,7 +2,8 @@
 directory (HSM, store, vault, intake), serve it, stop cleanly on SIGINT/SIGTERM.
 
 The process runs on uvloop when it is installed (its transports cost about a
-third less CPU per request than asyncio's own), else on asyncio's loop."""
+third less CPU per request than asyncio's own), else on asyncio's loop: see
+:mod:`gateway.loops`."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,21 +119,6 @@ async def serve(tokenization: Tokenization, merchants: MerchantDirectory, host: 
             loop.remove_signal_handler(sig)
         await runner.cleanup()
         log.info("edge_stopped")
-
-
-def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:
-    """The event loop to serve on: uvloop's if installed (``auto``) or asked for,
-    ``None`` for asyncio's default. Asking for uvloop without it is an error."""
-    if choice == "asyncio":
-        return None
-    try:
-        import uvloop
-    except ImportError:
-        if choice == "uvloop":
-            raise SystemExit("--loop uvloop: uvloop is not installed") from None
-        return None
-    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
-    return factory
 
 
 def bound_port(site: web.TCPSite, default: int) -> int:

@@ -35,7 +35,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 import orjson
 
@@ -58,6 +58,15 @@ def canonical_json(payload: Mapping[str, object]) -> str:
     except (orjson.JSONEncodeError, TypeError):
         return json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
+
+
+def load_json(text: str) -> Any:
+    """Parse JSON the store wrote (``canonical_json``): orjson, or ``json`` for what
+    orjson refuses (an int beyond 64 bits); both give the same values."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def chain_hash(prev_hash: str, seq: int, type: str, aggregate_type: str,

@@ -17,13 +17,12 @@ Enums are stored as their string values.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 from collections.abc import Collection
 from dataclasses import asdict
 from typing import Any, Final, cast
 
-from gateway.payments.audit import GENESIS, canonical_json, chain_hash
+from gateway.payments.audit import GENESIS, canonical_json, chain_hash, load_json
 from gateway.payments.idempotency import RETENTION_MS
 from gateway.payments.model import (
     Attempt,
@@ -201,9 +200,9 @@ def _intent(row: Any) -> PaymentIntent:
         id=id_, merchant_id=merchant_id, amount=amount, currency=currency,
         capture_method=CaptureMethod(capture_method), status=IntentStatus(status),
         created=created, updated=updated, description=description,
-        metadata=json.loads(metadata), amount_capturable=capturable, amount_received=received,
+        metadata=load_json(metadata), amount_capturable=capturable, amount_received=received,
         amount_refunded=refunded, payment_method=payment_method,
-        last_payment_error=None if error is None else PaymentError(**json.loads(error)),
+        last_payment_error=None if error is None else PaymentError(**load_json(error)),
         cancellation_reason=reason, version=version)
 
 
@@ -216,7 +215,7 @@ def _attempt(row: Any) -> Attempt:
         amount=amount, currency=currency, stan=stan, rrn=rrn, transmitted=transmitted,
         terminal_id=terminal_id, created=created, updated=updated, approved_amount=approved,
         response_code=response_code, approval_code=approval_code, original_attempt_id=original,
-        refund_id=refund_id, request=json.loads(request))
+        refund_id=refund_id, request=load_json(request))
 
 
 def _refund(row: Any) -> Refund:
@@ -237,7 +236,7 @@ def _idem(row: Any) -> IdempotencyRecord:
 def _event(row: Any) -> EventRow:
     seq, type_, aggregate_type, aggregate_id, payload, created, prev_hash, digest = row
     return EventRow(seq=seq, type=type_, aggregate_type=aggregate_type,
-                    aggregate_id=aggregate_id, payload=json.loads(payload), created=created,
+                    aggregate_id=aggregate_id, payload=load_json(payload), created=created,
                     prev_hash=prev_hash, hash=digest)
 
 
