@@ -184,6 +184,29 @@ def test_duplicate_ids_are_refused_without_writing(env: Env) -> None:
     assert env.count("events") == 1
 
 
+def test_an_attempts_recorded_facts_never_change_only_its_outcome_does(env: Env) -> None:
+    """A later change may set an attempt's status, outcome fields and request; one that
+    gives a recorded attempt another STAN or amount is refused as DuplicateId and
+    writes nothing."""
+    asyncio.run(env.store.commit(create(1)))
+    recorded = attempt(7, intent(1).id)
+    asyncio.run(env.store.commit(Change(replace(intent(1), version=2), 1,
+                                        attempts=(recorded,))))
+    approved = replace(recorded, status=AttemptStatus.APPROVED, updated=recorded.updated + 5,
+                       approved_amount=recorded.amount, response_code="00",
+                       approval_code="A1B2C3", request={"39": "00"})
+    asyncio.run(env.store.commit(Change(replace(intent(1), version=3), 2,
+                                        attempts=(approved,))))
+    assert asyncio.run(env.store.get_attempt(recorded.id)) == approved
+    for changed in (replace(approved, stan="999999"), replace(approved, amount=1)):
+        with pytest.raises(DuplicateId):
+            asyncio.run(env.store.commit(Change(replace(intent(1), version=4), 3,
+                                                attempts=(changed,))))
+    assert asyncio.run(env.store.get_attempt(recorded.id)) == approved
+    stored = asyncio.run(env.store.get_intent(intent(1).id))
+    assert stored is not None and stored.version == 3
+
+
 def test_every_field_round_trips(env: Env) -> None:
     """Intent, attempt and refund come back equal, with enums as enums, JSON columns as
     dicts and money as INTEGER columns."""

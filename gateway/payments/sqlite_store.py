@@ -152,8 +152,35 @@ def _upsert(table: str, columns: str) -> str:
             f"SET {updates} WHERE {table}.intent_id = excluded.intent_id")
 
 
-_UPSERT_ATTEMPT: Final = _upsert("attempts", _ATTEMPT)
 _UPSERT_REFUND: Final = _upsert("refunds", _REFUND)
+#: What a decision may change on an attempt; the rest is fixed once it is recorded.
+_ATTEMPT_MUTABLE: Final = ("status", "updated", "approved_amount", "response_code",
+                           "approval_code", "request")
+_ATTEMPT_NAMES: Final = tuple(c.strip() for c in _ATTEMPT.split(","))
+_ATTEMPT_FIXED: Final = tuple(n for n in _ATTEMPT_NAMES if n not in _ATTEMPT_MUTABLE)
+_MUTABLE_AT: Final = tuple(_ATTEMPT_NAMES.index(n) for n in _ATTEMPT_MUTABLE)
+_FIXED_AT: Final = tuple(_ATTEMPT_NAMES.index(n) for n in _ATTEMPT_FIXED)
+# An update sets only the mutable columns (only the status index changes, not the
+# other four) and matches the fixed ones: an attempt whose id exists with other fixed
+# values (another intent's, another STAN or amount) is refused as a DuplicateId.
+_UPDATE_ATTEMPT: Final = (
+    f"UPDATE attempts SET {', '.join(f'{n} = ?' for n in _ATTEMPT_MUTABLE)} "
+    f"WHERE {' AND '.join(f'{n} = ?' for n in _ATTEMPT_FIXED)}")
+_INSERT_ATTEMPT: Final = (f"INSERT INTO attempts ({_ATTEMPT}) "
+                          f"VALUES ({', '.join('?' * len(_ATTEMPT_NAMES))})")
+
+
+def _write_attempt(conn: sqlite3.Connection, row: tuple[Any, ...]) -> None:
+    """Update the attempt ``row`` names, or insert it if it is new."""
+    if conn.execute(_UPDATE_ATTEMPT, [row[i] for i in _MUTABLE_AT]
+                    + [row[i] for i in _FIXED_AT]).rowcount == 1:
+        return
+    try:
+        conn.execute(_INSERT_ATTEMPT, row)
+    except sqlite3.IntegrityError:
+        if conn.execute("SELECT 1 FROM attempts WHERE id = ?", (row[0],)).fetchone():
+            raise DuplicateId(str(row[0])) from None
+        raise
 
 
 def _int(value: object, what: str) -> int:
@@ -286,10 +313,11 @@ class SqlitePaymentStore:
                                          (intent.id,)).fetchone()
                     raise VersionConflict(intent.id, expected,
                                           None if found is None else int(found[0]))
-            for sql, rows in ((_UPSERT_ATTEMPT, attempt_rows), (_UPSERT_REFUND, refund_rows)):
-                for row in rows:
-                    if conn.execute(sql, row).rowcount != 1:
-                        raise DuplicateId(str(row[0]))
+            for row in attempt_rows:
+                _write_attempt(conn, row)
+            for row in refund_rows:
+                if conn.execute(_UPSERT_REFUND, row).rowcount != 1:
+                    raise DuplicateId(str(row[0]))
             last = conn.execute("SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1"
                                 ).fetchone()
             seq, prev = (0, GENESIS) if last is None else (int(last[0]), str(last[1]))
