@@ -14,7 +14,7 @@ SOURCES := setup.py pyproject.toml $(shell find codec gateway hsm_sim reconciler
              2>/dev/null | grep -v '_pb2') \
            $(shell find sdk/js/src gateway/edge/checkout_assets -type f 2>/dev/null)
 
-.PHONY: run test build lint bench clean
+.PHONY: run test build lint bench screenshots clean
 
 # `make run`: the whole stack on embedded defaults (data in var/), the demo payments
 # against it, and it keeps serving until Ctrl-C. UP_FLAGS=--exit-after-demo stops after.
@@ -25,6 +25,12 @@ test: $(BUILT) $(NPM_DEPS)
 	$(BIN)/pytest
 
 build: $(BUILT)
+
+# Refresh the checkout screenshots the README shows (the browser test, writing into
+# sdk/js/screenshots; `make test` writes them to a temporary folder instead).
+screenshots: $(BUILT) $(NPM_DEPS)
+	cd sdk/js && PAYGATE_SCREENSHOTS=screenshots PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 \
+		node --test test/checkout.browser.test.mjs
 
 bench: $(BUILT)
 	$(BIN)/python bench/codec.py

@@ -13,7 +13,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SDK = ROOT / "sdk" / "js"
 #: One test of each file must have run (TAP names tests, not files).
 EXPECTED = ("Luhn accepts valid test numbers", "RSA-OAEP-256 + A256GCM: header",
-            "the demo checkout in Chromium", "a message from a foreign origin is ignored")
+            "the demo checkout in Chromium", "a message from a foreign origin is ignored",
+            "the idle, field-error and paid screens were captured as PNG images")
 
 
 def test_npm_test_passes_in_sdk_js() -> None:

@@ -10,13 +10,19 @@
 // stops a foreign origin from framing the card fields. Writes the screenshots.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { launchChromium } from '../tools/chromium.mjs';
 import { startServer } from '../tools/static-server.mjs';
 import { startStack } from '../tools/stack.mjs';
 
-const SCREENSHOTS = fileURLToPath(new URL('../screenshots/', import.meta.url));
+// `make screenshots` sets PAYGATE_SCREENSHOTS=screenshots to refresh the ones the README
+// shows; otherwise (`make test`) they go to a temporary folder and the tree stays clean.
+const SCREENSHOTS = `${process.env.PAYGATE_SCREENSHOTS
+  ? resolve(process.env.PAYGATE_SCREENSHOTS)
+  : mkdtempSync(join(tmpdir(), 'paygate-screenshots-'))}/`;
+const PNG = Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
 const FRAME = 'iframe[title="Secure card payment input"]';
 const APPROVED = '4242424242424242';
 const DECLINED = '4000000000000002';
@@ -81,6 +87,7 @@ describe('the demo checkout in Chromium', () => {
   after(async () => {
     if (browser) await browser.close();
     if (stack) await stack.stop();
+    if (!process.env.PAYGATE_SCREENSHOTS) rmSync(SCREENSHOTS, { recursive: true, force: true });
   });
 
   test('the page and the card frame are on different origins; the fields are labelled', async () => {
@@ -325,6 +332,14 @@ describe('the demo checkout in Chromium', () => {
     for (const r of requests.filter((x) => x.method !== 'GET')) {
       const path = new URL(r.url).pathname;
       assert.ok(['/v1/tokens', '/demo/checkout/pay'].includes(path), `unexpected ${r.method} ${path}`);
+    }
+  });
+
+  test('the idle, field-error and paid screens were captured as PNG images', () => {
+    for (const name of ['checkout-idle', 'checkout-error', 'checkout-success']) {
+      const image = readFileSync(`${SCREENSHOTS}${name}.png`);
+      assert.ok(image.length > 1000, `${name}.png is only ${image.length} bytes`);
+      assert.deepEqual(image.subarray(0, 8), PNG, `${name}.png is not a PNG`);
     }
   });
 });
