@@ -23,7 +23,7 @@ from gateway.payments import convert
 from gateway.payments.convert import InvalidEnum
 from gateway.payments.errors import DomainError
 from gateway.payments.model import PaymentIntent
-from gateway.payments.replay import IdempotentCalls, ReplayedRefusal
+from gateway.payments.replay import IdempotentCalls, ReplayedRefusal, created_id
 from gateway.payments.service import PaymentService
 from gateway.payments.store import InvalidCursor, PaymentStore
 
@@ -97,7 +97,7 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServicer):
         async def run() -> payments_pb2.PaymentIntent:
             intent = await self._service.create_intent(
                 request.merchant_id, request.amount, request.currency, method,
-                request.description, dict(request.metadata))
+                request.description, dict(request.metadata), intent_id=created_id())
             return convert.intent_to_proto(intent)
         return await self._mutate("CreatePaymentIntent", request, context,
                                   payments_pb2.PaymentIntent, run)

@@ -39,8 +39,11 @@ sending, so after a takeover (``lost`` is the stale claim):
    the intent changed after ``lost.created`` (a cancel that needed no network
    message, or another call in between), the intent moved on as asked and the
    answer is the current intent, not the refusal.
-3. CreatePaymentIntent simply runs again: if the lost call had committed its
-   intent, that one stays behind in ``requires_payment_method`` (no money moves).
+3. CreatePaymentIntent: the intent a call creates under a key takes an id
+   derived from its claim (:func:`claim_intent_id`: scope, key and the claim's
+   time; read by the servicer through :func:`created_id`). So the retry looks the
+   lost call's intent up by that id: if it was committed, it is the answer (one
+   intent per key, never an orphan left behind); if not, the call runs again.
 
 No double charge either way: besides rule 1, the state machine refuses a second
 confirm, capture or cancel of an intent that moved on, and the store's version
@@ -71,8 +74,10 @@ between the retry's look at the store and its own run — hence the generous lea
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Final
 
 import grpc
@@ -81,7 +86,7 @@ from paygate.v1 import payments_pb2
 
 from gateway.payments import convert, idempotency
 from gateway.payments.errors import DomainError
-from gateway.payments.model import PaymentIntent
+from gateway.payments.model import PaymentIntent, new_id
 from gateway.payments.store import IdempotencyRecord, PaymentStore
 
 log = structlog.get_logger("gateway.payments.replay")
@@ -102,6 +107,24 @@ _ON_INTENT: Final[dict[str, Callable[[bytes], str]]] = {
         lambda r: str(payments_pb2.CancelPaymentIntentRequest.FromString(r).id),
 }
 MaySee = Callable[[str], bool]
+#: The id the intent created by the running CreatePaymentIntent must take (rule 3).
+_CREATED_ID: ContextVar[str | None] = ContextVar("paygate_created_intent_id", default=None)
+
+
+def claim_intent_id(scope: str, key: str, claimed: int) -> str:
+    """The id of the intent a CreatePaymentIntent creates under the claim of ``key``
+    by ``scope`` made at ``claimed`` (ms): derived from them, so that a retry after a
+    crash finds what the lost call committed. Shaped as every id (``pi_`` + 24
+    base32 characters); not a secret, as no id is."""
+    digest = hashlib.sha256("\x1f".join(("paygate.create", scope, key, str(claimed)))
+                            .encode()).digest()
+    return new_id("pi", digest[:15])
+
+
+def created_id() -> str | None:
+    """Inside a CreatePaymentIntent run under an idempotency key: the id its intent must
+    take (:func:`claim_intent_id`); ``None`` without a key (a random id then)."""
+    return _CREATED_ID.get()
 
 
 class ReplayedRefusal(Exception):
@@ -216,7 +239,7 @@ class IdempotentCalls:
         store the answer for the key; release the claim when the failure is transient."""
         try:
             if lost is not None:
-                recovered = await self._recorded_answer(method, request, lost)
+                recovered = await self._recorded_answer(scope, key, method, request, lost)
                 log.warning("idempotency_claim_taken_over", method=method,
                             claimed_ms_ago=claim.created - lost.created,
                             answer="recorded" if recovered is not None else "run_again")
@@ -224,7 +247,12 @@ class IdempotentCalls:
                     await self._store.complete_idempotency(scope, key, recovered, 0, b"",
                                                            claim.created)
                     return recovered
-            response = await self._call(method, request, lost, call)
+            token = _CREATED_ID.set(claim_intent_id(scope, key, claim.created)
+                                    if method == "CreatePaymentIntent" else None)
+            try:
+                response = await self._call(method, request, lost, call)
+            finally:
+                _CREATED_ID.reset(token)
         except DomainError as exc:
             if exc.status in DEFINITIVE:
                 status = convert.rich_status(exc.status, exc.reason, exc.message, exc.metadata)
@@ -234,7 +262,7 @@ class IdempotentCalls:
                 await self._store.release_idempotency(scope, key, claim.created)
             raise
         except Exception as exc:
-            recorded = await self._recorded_after_failure(method, request, claim)
+            recorded = await self._recorded_after_failure(scope, key, method, request, claim)
             if recorded is None:
                 await self._store.release_idempotency(scope, key, claim.created)
             else:
@@ -249,12 +277,13 @@ class IdempotentCalls:
         await self._store.complete_idempotency(scope, key, response, 0, b"", claim.created)
         return response
 
-    async def _recorded_after_failure(self, method: str, request: bytes,
-                                      claim: IdempotencyRecord) -> bytes | None:
-        """What a call that failed unexpectedly had recorded (rule 1, its own claim as
-        the lost one), or ``None``; a store that cannot tell is taken as ``None``."""
+    async def _recorded_after_failure(self, scope: str, key: str, method: str,
+                                      request: bytes, claim: IdempotencyRecord,
+                                      ) -> bytes | None:
+        """What a call that failed unexpectedly had recorded (rules 1 and 3, its own claim
+        as the lost one), or ``None``; a store that cannot tell is taken as ``None``."""
         try:
-            return await self._recorded_answer(method, request, claim)
+            return await self._recorded_answer(scope, key, method, request, claim)
         except Exception:
             return None
 
@@ -277,10 +306,15 @@ class IdempotentCalls:
                      status=intent.status.value)
             return _intent_bytes(intent)
 
-    async def _recorded_answer(self, method: str, request: bytes,
+    async def _recorded_answer(self, scope: str, key: str, method: str, request: bytes,
                                lost: IdempotencyRecord) -> bytes | None:
-        """Rule 1 of the module docstring: the answer from what the lost call recorded,
-        or ``None`` if it recorded nothing (then the call runs again)."""
+        """Rules 1 and 3 of the module docstring: the answer from what the lost call
+        recorded, or ``None`` if it recorded nothing (then the call runs again)."""
+        if method == "CreatePaymentIntent":
+            created = await self._store.get_intent(claim_intent_id(scope, key, lost.created))
+            if created is None or not self._may_see(created.merchant_id):
+                return None
+            return _intent_bytes(created)
         if method == "CreateRefund":
             refund_request = payments_pb2.CreateRefundRequest.FromString(request)
             intent_id = refund_request.payment_intent

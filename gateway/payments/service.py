@@ -98,6 +98,13 @@ class IntentLocks:
                 self._locks[intent_id] = (lock, users - 1)
 
 
+def _with_intent_id(ids: Ids, intent_id: str) -> Ids:
+    """``ids``, except that the intent's id is ``intent_id``."""
+    def pick(prefix: str) -> str:
+        return intent_id if prefix == "pi" else ids(prefix)
+    return pick
+
+
 def _with_request(change: Change, attempt_id: str, doc: Mapping[str, str]) -> Change:
     """The change with the message about to be sent stored on its attempt (card data
     stripped: the PAN, expiry, tracks, PIN block and chip data never reach the store)."""
@@ -209,11 +216,15 @@ class PaymentService:
     # -- commands ---------------------------------------------------------------------
     async def create_intent(self, merchant_id: str, amount: int, currency: str,
                             capture_method: str, description: str = "",
-                            metadata: Mapping[str, str] | None = None) -> PaymentIntent:
+                            metadata: Mapping[str, str] | None = None, *,
+                            intent_id: str | None = None) -> PaymentIntent:
+        """A new intent; ``intent_id`` sets its id (an idempotent create's, derived from
+        its claim: ``gateway.payments.replay.claim_intent_id``), else a random one."""
         if self._merchants.get(merchant_id) is None:
             raise DomainError("INVALID_ARGUMENT", "merchant_invalid", "unknown merchant_id")
+        ids = self._ids if intent_id is None else _with_intent_id(self._ids, intent_id)
         change = machine.create_intent(merchant_id, amount, currency, capture_method,
-                                       description, metadata, self._clock(), self._ids)
+                                       description, metadata, self._clock(), ids)
         return await self._commit(change)
 
     async def confirm(self, merchant_id: str, intent_id: str, token: str) -> PaymentIntent:
