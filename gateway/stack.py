@@ -30,6 +30,7 @@ import structlog
 from aiohttp import web
 from paygate.v1 import payments_pb2_grpc, tokens_pb2_grpc
 
+from gateway import metrics
 from gateway.api.identity import IdentityPolicy
 from gateway.api.payments import PaymentsServicer
 from gateway.api.ratelimit import Limit, RateLimiter
@@ -81,6 +82,27 @@ def _write_private(path: Path, text: str) -> None:
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
     os.replace(tmp, path)
+
+
+def _watch(db: SqliteDatabase, reconciler: Reconciler) -> None:
+    """The store's and the reconciler's figures on ``/metrics``, read when scraped."""
+    stats = reconciler.stats
+    metrics.watch("paygate_store_commits", "group commits of the store", "counter",
+                  lambda: db.commits)
+    metrics.watch("paygate_store_writes", "writes committed by the store (in its group "
+                  "commits)", "counter", lambda: db.jobs_committed)
+    metrics.watch("paygate_reconciler_queue_entries", "unknown attempts waiting in the "
+                  "reconciler's queue, as of its last pass", "gauge", lambda: stats.queued)
+    metrics.watch("paygate_reconciler_resolved", "queue entries the reconciler resolved",
+                  "counter", lambda: stats.resolved)
+    metrics.watch("paygate_reconciler_reversal_tries", "reversal advices sent (0420, 0421)",
+                  "counter", lambda: stats.reversal_tries)
+    metrics.watch("paygate_reconciler_repeats", "repeats sent (0221, 0401, 0201)",
+                  "counter", lambda: stats.repeats)
+    metrics.watch_labelled("paygate_reconciler_late_replies", "replies that came after "
+                           "their deadline, accepted or ignored (the reversal won)", "counter",
+                           ("accepted",), {("true",): lambda: stats.late_accepted,
+                                           ("false",): lambda: stats.late_ignored})
 
 
 async def _stop_worker(stop: asyncio.Event, task: asyncio.Task[None], wait: float) -> None:
@@ -184,6 +206,7 @@ class Stack:
                             config.reconciler.backoff_cap_seconds,
                             config.reconciler.backoff_jitter))
         late.target = reconciler.on_late_response
+        _watch(db, reconciler)
         stop_reconciler = asyncio.Event()
         worker = asyncio.create_task(
             reconciler.run(stop_reconciler, config.reconciler.interval_seconds),

@@ -163,6 +163,12 @@ class ReconcilerQueue:
             return [_entry(r) for r in rows]
         return await self._db.read(job)
 
+    async def size(self) -> int:
+        """How many entries the queue holds, due or not."""
+        def job(conn: sqlite3.Connection) -> int:
+            return int(conn.execute("SELECT count(*) FROM reconciler_queue").fetchone()[0])
+        return await self._db.read(job)
+
     async def entries(self) -> list[QueueEntry]:
         """Every entry, due or not, by ``next_at``."""
         return await self.due(2**62, 2**31)

@@ -48,6 +48,7 @@ class Stats:
     stale_marked: int = 0
     late_accepted: int = 0
     late_ignored: int = 0
+    queued: int = 0          # entries in the durable queue after the last pass
 
 
 @dataclass(frozen=True)

@@ -174,6 +174,7 @@ class Reconciler:
         if done:
             await self.queue.done_many(done)
         self.stats.resolved += len(done)
+        self.stats.queued = await self.queue.size()
         return PassResult(ingested, len(due), len(done), len(due) - len(done))
 
     async def _guarded(self, entry: QueueEntry) -> bool:

@@ -1,5 +1,6 @@
 """Prometheus metrics on the HTTP edge's /metrics: RPC latency by method and code,
-network attempts by kind, outcome and response code, card intake results."""
+network attempts by kind, outcome and response code, card intake results, and the
+store's and the reconciler's figures read when scraped."""
 
 from __future__ import annotations
 
@@ -36,10 +37,16 @@ def test_metrics_count_what_the_demo_traffic_did(tmp_path: Path) -> None:
             assert stack.info is not None
             rows = await run_traffic(stack)
             assert all(row.agrees for row in rows)
-            async with aiohttp.ClientSession() as http, \
-                    http.get(stack.info.http + "/metrics") as response:
-                assert response.status == 200
-                return await response.text(), response.headers["Content-Type"]
+            async with aiohttp.ClientSession() as http:
+                for _ in range(100):   # until a pass after the lost response's has counted
+                    async with http.get(stack.info.http + "/metrics") as response:
+                        assert response.status == 200
+                        text = await response.text()
+                    if ("paygate_reconciler_queue_entries 0.0" in text
+                            and "paygate_reconciler_resolved_total 0.0" not in text):
+                        break
+                    await asyncio.sleep(0.1)
+                return text, response.headers["Content-Type"]
 
     text, content_type = asyncio.run(main())
     assert content_type.startswith("text/plain")
@@ -56,4 +63,12 @@ def test_metrics_count_what_the_demo_traffic_did(tmp_path: Path) -> None:
     assert value("paygate_rpc_duration_seconds_count", method="CreatePaymentIntent",
                  code="OK") >= 6
     assert value("paygate_tokenizations_total", outcome="ok") >= 6
+    commits = value("paygate_store_commits_total")
+    assert commits > 0 and value("paygate_store_writes_total") >= commits
+    # The demo's lost response: reversed by the reconciler, which then has nothing queued.
+    assert value("paygate_reconciler_resolved_total") >= 1
+    assert value("paygate_reconciler_reversal_tries_total") >= 1
+    assert ("paygate_reconciler_queue_entries", ()) in samples
+    assert value("paygate_reconciler_queue_entries") == 0
+    assert ("paygate_reconciler_late_replies_total", (("accepted", "false"),)) in samples
     assert "4242424242424242" not in text and "424242" not in text
