@@ -1,7 +1,9 @@
 """``paygate hsm ...``: operate the configured HSM (list keys, rotate, retire, health).
 
-The backend comes from the environment (``PAYGATE_HSM`` and friends, see
-``hsm_sim.config``); the software HSM lives under ``--data-dir``/hsm.
+The backend comes from the gateway's configuration, exactly as ``paygate up``
+reads it (``--config`` or ``$PAYGATE_CONFIG``, then ``PAYGATE_*`` variables; see
+``gateway.config``); ``--data-dir`` overrides the data directory, under which the
+software HSM keeps its key store (``hsm/``) unless ``[hsm] directory`` says otherwise.
 """
 
 from __future__ import annotations
@@ -11,14 +13,16 @@ import json
 from pathlib import Path
 from typing import Any
 
-from hsm_sim.config import HsmConfig, open_hsm
+from hsm_sim.config import open_hsm
 from hsm_sim.interface import Hsm, HsmError
 
 
 def register(sub: Any) -> None:
     hsm = sub.add_parser("hsm", help="list, rotate and retire HSM keys; health")
-    hsm.add_argument("--data-dir", type=Path, default=Path("var"),
-                     help="data directory (the software HSM lives in DATA_DIR/hsm)")
+    hsm.add_argument("--config", type=Path, help="TOML configuration file (as paygate up's)")
+    hsm.add_argument("--data-dir", type=Path,
+                     help="data directory (default: the configuration's, var; the software "
+                          "HSM lives in DATA_DIR/hsm)")
     hsm_sub = hsm.add_subparsers(dest="hsm_command", metavar="HSM_COMMAND", required=True)
     hsm_sub.add_parser("keys", help="every key with its status").set_defaults(func=_keys)
     hsm_sub.add_parser("jwks", help="print the public JWKS").set_defaults(func=_jwks)
@@ -37,12 +41,21 @@ def register(sub: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> Hsm:
-    return open_hsm(HsmConfig.from_env(args.data_dir / "hsm"))
+    # The gateway's configuration owns [hsm] (imported here: hsm_sim sits below gateway).
+    from gateway.up import stack_config
+
+    config = stack_config(argparse.Namespace(config=args.config, data_dir=args.data_dir))
+    return open_hsm(config.hsm)
 
 
 def _run(args: argparse.Namespace, action: Any) -> int:
+    from gateway.config import ConfigError
+
     try:
         hsm = _open(args)
+    except ConfigError as exc:
+        print(f"paygate hsm: {exc}")
+        return 2
     except HsmError as exc:
         print(f"paygate hsm: {exc}")
         return 1

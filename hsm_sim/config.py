@@ -1,13 +1,15 @@
-"""Choosing and opening an HSM backend from configuration (flags or environment).
+"""Choosing and opening an HSM backend from its configuration (:class:`HsmConfig`).
 
-``PAYGATE_HSM`` is ``software`` (the default: key store under the data dir) or
-``pkcs11`` (``PAYGATE_PKCS11_MODULE``, ``PAYGATE_PKCS11_TOKEN`` (label),
-``PAYGATE_PKCS11_PIN``).
+``backend`` is ``software`` (the default: key store under ``directory``) or
+``pkcs11`` (``pkcs11_module``, ``token_label``, ``pin``). Every paygate command
+reads it from the gateway's configuration (``gateway.config``: the ``[hsm]``
+table of the TOML file, ``PAYGATE_HSM_*`` and the older ``PAYGATE_HSM`` /
+``PAYGATE_PKCS11_*`` environment variables), so that ``paygate hsm`` operates on
+the very HSM ``paygate up`` uses.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,14 +26,6 @@ class HsmConfig:
     token_label: str = "paygate"
     pin: str = field(default="", repr=False)
 
-    @classmethod
-    def from_env(cls, directory: Path, environ: dict[str, str] | None = None) -> HsmConfig:
-        env = os.environ if environ is None else environ
-        return cls(backend=env.get("PAYGATE_HSM", "software"), directory=directory,
-                   pkcs11_module=env.get("PAYGATE_PKCS11_MODULE", DEFAULT_PKCS11_MODULE),
-                   token_label=env.get("PAYGATE_PKCS11_TOKEN", "paygate"),
-                   pin=env.get("PAYGATE_PKCS11_PIN", ""))
-
 
 def open_hsm(config: HsmConfig) -> Hsm:
     """The configured backend, started (keys generated on first start)."""
@@ -41,7 +35,7 @@ def open_hsm(config: HsmConfig) -> Hsm:
     if config.backend == "pkcs11":
         from hsm_sim.pkcs11 import Pkcs11Hsm
         if not config.pin:
-            raise KeyStoreError("PAYGATE_PKCS11_PIN is not set")
+            raise KeyStoreError("the PKCS#11 PIN is not set ([hsm] pin, or PAYGATE_HSM_PIN)")
         hsm: Hsm = Pkcs11Hsm(config.pkcs11_module, config.token_label, config.pin)
         return hsm
     raise KeyStoreError(f"unknown HSM backend {config.backend!r} (software or pkcs11)")

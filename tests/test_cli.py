@@ -104,6 +104,24 @@ def test_hsm_commands_list_rotate_and_retire(tmp_path: Path) -> None:
     assert kids == [new_kid]
 
 
+def test_hsm_commands_open_the_hsm_the_gateways_configuration_names(tmp_path: Path) -> None:
+    """`paygate hsm --config FILE` opens the HSM the configuration names (here its [hsm]
+    directory), as `paygate up` would, not one of its own; a bad configuration exits 2
+    with the reason."""
+    keys, data = tmp_path / "keys", tmp_path / "data"
+    config = tmp_path / "paygate.toml"
+    config.write_text(f'data_dir = "{data}"\n[hsm]\ndirectory = "{keys}"\n')
+    proc = _run("hsm", "--config", str(config), "health")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (keys / "master.key").is_file() and not (data / "hsm").exists()
+    listed = _run("hsm", "--config", str(config), "keys")
+    assert listed.returncode == 0 and listed.stdout.count("jwe ") == 1
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[hsm]\nbackend = "tpm"\n')
+    refused = _run("hsm", "--config", str(bad), "keys")
+    assert refused.returncode == 2 and "hsm.backend" in refused.stdout, refused.stdout
+
+
 def test_pki_init_writes_working_credentials(tmp_path: Path) -> None:
     """`paygate pki init` writes a CA and netsim/gateway credentials that build mTLS
     contexts, with private keys readable by the owner only."""

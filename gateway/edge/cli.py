@@ -14,8 +14,11 @@ def register(sub: Any) -> None:
     edge = sub.add_parser("edge", help="the HTTP edge for the iframe SDK (JWKS, tokens)")
     edge_sub = edge.add_subparsers(dest="edge_command", metavar="EDGE_COMMAND", required=True)
     serve = edge_sub.add_parser("serve", help="serve /v1/keys and /v1/tokens")
-    serve.add_argument("--data-dir", type=Path, default=Path("var"),
-                       help="store, HSM key store (software HSM) and logs (default: var)")
+    serve.add_argument("--config", type=Path,
+                       help="TOML configuration file (as paygate up's: its [hsm] and data_dir)")
+    serve.add_argument("--data-dir", type=Path,
+                       help="store, HSM key store (software HSM) and logs (default: the "
+                            "configuration's, var)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--port-file", type=Path, help="write the bound port here")
@@ -33,13 +36,22 @@ def register(sub: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from gateway.config import ConfigError
     from gateway.edge.server import build_tokenization, load_merchants, serve
     from gateway.logging import configure_logging
+    from gateway.up import stack_config
+    from hsm_sim.config import open_hsm
 
     configure_logging(args.log_level, json=args.json_logs)
+    try:
+        config = stack_config(argparse.Namespace(config=args.config, data_dir=args.data_dir))
+    except ConfigError as exc:
+        print(f"paygate edge serve: {exc}")
+        return 2
     merchants = load_merchants(args.merchants)
     loop_factory(args.loop)   # refuse --loop uvloop without uvloop before any work
-    tokenization = build_tokenization(args.data_dir, hsm_threads=args.hsm_threads)
+    tokenization = build_tokenization(config.data_dir, open_hsm(config.hsm),
+                                      hsm_threads=args.hsm_threads)
     try:
         run(serve(tokenization, merchants, args.host, args.port,
                   port_file=args.port_file, access_log=args.access_log), args.loop)

@@ -50,7 +50,9 @@ class Tokenization:
 def build_tokenization(data_dir: Path, hsm: Hsm | None = None, *,
                        policy: IntakePolicy | None = None,
                        hsm_threads: int | None = None) -> Tokenization:
-    """Open (or create) the HSM, the store ``paygate.db`` and the vault under ``data_dir``.
+    """Open (or create) the store ``paygate.db`` and the vault under ``data_dir``, with
+    ``hsm`` (the commands pass the configured one; without it, the software HSM under
+    ``data_dir/hsm``).
 
     HSM calls run on ``hsm_threads`` threads (default: one per core for the
     software HSM, which releases the GIL in RSA; one for PKCS#11, which is
@@ -58,7 +60,7 @@ def build_tokenization(data_dir: Path, hsm: Hsm | None = None, *,
     ``hsm_threads=0`` decrypts on the event loop itself (cheapest on one core).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
-    hsm = hsm or open_hsm(HsmConfig.from_env(data_dir / "hsm"))
+    hsm = hsm or open_hsm(HsmConfig(directory=data_dir / "hsm"))   # the software HSM
     if hsm_threads is None:
         hsm_threads = (os.cpu_count() or 1) if hsm.backend == "software" else 1
     executor = ThreadPoolExecutor(max(hsm_threads, 1), thread_name_prefix="hsm")
