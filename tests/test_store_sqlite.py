@@ -177,3 +177,38 @@ def test_a_failing_job_rolls_back_alone_and_its_batch_commits(tmp_path: Path) ->
         assert db.commits == 1
     finally:
         db.close()
+
+
+def test_two_databases_on_one_file_write_concurrently_without_losing_a_write(
+        tmp_path: Path) -> None:
+    """Two SqliteDatabase objects on the same file (as two processes would be: the
+    gateway and a standalone reconciler), each under a burst of writes from its own event
+    loop: every write of both commits exactly once; whoever finds the file locked waits
+    on its writer thread instead of failing."""
+    path = tmp_path / "db.sqlite"
+    first, second = (SqliteDatabase(path, schema=SCHEMA) for _ in range(2))
+    errors: list[BaseException] = []
+
+    def writer(db: SqliteDatabase, name: str) -> None:
+        async def run() -> None:
+            for burst in range(10):
+                await asyncio.gather(*(db.write(_insert(f"{name}{burst}.{i}", i))
+                                       for i in range(30)))
+        try:
+            asyncio.run(run())
+        except BaseException as exc:   # reported below, in the test's thread
+            errors.append(exc)
+
+    try:
+        threads = [threading.Thread(target=writer, args=(db, name))
+                   for db, name in ((first, "a"), (second, "b"))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        assert not errors, errors
+        assert first.read_sync(_count) == 600
+        assert first.jobs_committed == second.jobs_committed == 300
+    finally:
+        first.close()
+        second.close()
