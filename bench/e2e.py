@@ -38,6 +38,7 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import runpy  # noqa: E402
 import signal  # noqa: E402
 import sqlite3  # noqa: E402
 import statistics  # noqa: E402
@@ -47,6 +48,7 @@ import time  # noqa: E402
 import uuid  # noqa: E402
 from collections.abc import Awaitable, Callable, Iterator  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
 
 import aiohttp  # noqa: E402
@@ -140,7 +142,14 @@ async def _echo_server(pki: Path, port_file: Path) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
         "bench.Echo", {"Echo": grpc.unary_unary_rpc_method_handler(echo)}),))
     tls = Credentials(pki / "gateway-server.crt", pki / "gateway-server.key", pki / "ca.crt")
-    port = server.add_secure_port("127.0.0.1:0", server_credentials(tls))
+    await serve_until_signalled(server, server_credentials(tls), port_file)
+
+
+async def serve_until_signalled(server: grpc.aio.Server, credentials: grpc.ServerCredentials,
+                                port_file: Path) -> None:
+    """Start ``server`` on a free loopback port, write the port to ``port_file``
+    (atomically) and serve until SIGINT/SIGTERM."""
+    port = server.add_secure_port("127.0.0.1:0", credentials)
     await server.start()
     tmp = port_file.with_suffix(".tmp")
     tmp.write_text(str(port))
@@ -285,7 +294,7 @@ async def _phase(run: Callable[[int], Awaitable[tuple[float, list[float]]]], n: 
 
 
 async def _run(info: dict[str, Any], echo_target: str, pids: tuple[int, int],
-               args: argparse.Namespace) -> tuple[list[Round], int]:
+               args: argparse.Namespace) -> tuple[list[Round], int, tuple[float, float]]:
     warmup = min(args.payments, 4 * args.in_flight)
     started = time.perf_counter()
     tokens = await _tokenize(info, warmup + args.rounds * args.payments)
@@ -296,6 +305,9 @@ async def _run(info: dict[str, Any], echo_target: str, pids: tuple[int, int],
     try:
         await load.ours(warmup)      # connections, TLS, caches, SQLite pages
         await load.echo(warmup)
+        # The yardstick (blocking, nothing in flight): just before the first round.
+        yardstick = _yardstick()
+        before: float = yardstick.rsa_rate()
         for i in range(args.rounds):
             # Interleaved rounds, both servers up the whole time: noise hits both alike.
             ours = await _phase(load.ours, args.payments, pids[0])
@@ -303,11 +315,12 @@ async def _run(info: dict[str, Any], echo_target: str, pids: tuple[int, int],
             rounds.append(Round(ours, echo))
             print(f"round {i + 1}: {ours.rps:.0f} payments/s, echo {echo.rps:.0f} pairs/s",
                   file=sys.stderr)
+        after: float = yardstick.rsa_rate()          # and just after the last one
     finally:
         await load.close()
     if load.failures:
         raise SystemExit(f"{len(load.failures)} payments failed, e.g. {load.failures[0]}")
-    return rounds, load.payments
+    return rounds, load.payments, (before, after)
 
 
 def _approved_authorizations(data: Path) -> tuple[int, int]:
@@ -328,6 +341,11 @@ def _row(name: str, phase: Phase) -> str:
     p50, p99 = _quantiles(phase.lat)
     return (f"{name:32} {phase.rps:8.0f} {p50 * 1e3:8.1f} {p99 * 1e3:8.1f} {p99 / p50:8.2f} "
             f"{phase.server_cpu * 1e3:10.2f} {phase.client_cpu * 1e3:10.2f}")
+
+
+def _yardstick() -> Any:
+    """bench/yardstick.py's functions (run by path: this folder is off the import path)."""
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("yardstick.py"))))
 
 
 def main() -> int:
@@ -365,7 +383,7 @@ def main() -> int:
             try:
                 target = f"127.0.0.1:{(Path(tmp) / 'echo.port').read_text().strip()}"
                 print(f"paygate up pid {up.pid}, echo pid {echo.pid}", file=sys.stderr)
-                rounds, payments = asyncio.run(_run(info, target, (up.pid, echo.pid), args))
+                rounds, payments, marks = asyncio.run(_run(info, target, (up.pid, echo.pid), args))
             finally:
                 _stop(echo)
         finally:
@@ -376,6 +394,7 @@ def main() -> int:
           f"ConfirmPaymentIntent, approved card, one fresh token each), {args.in_flight} in "
           f"flight, one mutual-TLS grpc.aio channel, {os.cpu_count()} cores, median of "
           f"{args.rounds} interleaved rounds")
+    print(_yardstick().bracket(*marks))
     print(f"{'':32} {'per s':>8} {'p50 ms':>8} {'p99 ms':>8} {'p99/p50':>8} "
           f"{'server ms':>10} {'client ms':>10}")
     mid = sorted(rounds, key=lambda r: r.ratio)[len(rounds) // 2]

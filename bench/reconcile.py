@@ -38,6 +38,7 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import inspect  # noqa: E402
 import logging  # noqa: E402
+import runpy  # noqa: E402
 import signal  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -46,6 +47,8 @@ import time  # noqa: E402
 from collections import Counter  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from pathlib import Path  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
+from typing import Any  # noqa: E402
 
 import structlog  # noqa: E402
 
@@ -251,6 +254,11 @@ def _round(args: argparse.Namespace) -> tuple[Round, str, float]:
         return result, _check_netsim(folder / "ledger.db", args.intents), setup
 
 
+def _yardstick() -> Any:
+    """bench/yardstick.py's functions (run by path: this folder is off the import path)."""
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("yardstick.py"))))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="reconciler: resolve unknown authorizations")
     parser.add_argument("--intents", type=int, default=10000)
@@ -273,6 +281,8 @@ def main() -> int:
           f"client deadline {DEADLINE:g} s / {MAX_IN_FLIGHT} in flight, pass interval "
           f"{INTERVAL:g} s, {os.cpu_count()} cores, {args.rounds} round(s)")
     rounds: list[Round] = []
+    yardstick = _yardstick()
+    before: float = yardstick.rsa_rate()
     for i in range(args.rounds):
         result, netsim, setup = _round(args)
         rounds.append(result)
@@ -280,6 +290,8 @@ def main() -> int:
               f"attempts/s  (first pass queued all after {result.first_pass:.2f} s; "
               f"{result.advices} advices, {result.repeats} of them 0421; setup {setup:.1f} s)")
         print(f"         {netsim}; every intent requires_payment_method/network_timeout")
+    after: float = yardstick.rsa_rate()
+    print(yardstick.bracket(before, after))
     seconds = statistics.median(r.seconds for r in rounds)
     verdict = "met" if seconds <= GOAL else "NOT met"
     print(f"median: {seconds:.2f} s, {args.intents / seconds:.0f} attempts/s "

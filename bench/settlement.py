@@ -27,6 +27,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import runpy  # noqa: E402
 import shutil  # noqa: E402
 import sqlite3  # noqa: E402
 import statistics  # noqa: E402
@@ -35,6 +36,7 @@ import tempfile  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator  # noqa: E402
 from datetime import UTC, date, datetime, timedelta  # noqa: E402
+from types import SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
 
 from gateway.payments.sqlite_store import SCHEMA  # noqa: E402
@@ -205,6 +207,11 @@ def run_once(paygate: str, path: Path, folder: Path) -> tuple[float, dict[str, A
     return elapsed, report
 
 
+def _yardstick() -> Any:
+    """bench/yardstick.py's functions (run by path: this folder is off the import path)."""
+    return SimpleNamespace(**runpy.run_path(str(Path(__file__).with_name("yardstick.py"))))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description="settlement matching, 1M lines vs the store")
     parser.add_argument("--lines", type=int, default=1_000_000)
@@ -223,6 +230,8 @@ def main() -> int:
         print(f"generated {expected['lines']} lines and their attempts in "
               f"{time.perf_counter() - started:.1f} s ({size / 1e6:.0f} MB)", flush=True)
         times = []
+        yardstick = _yardstick()
+        before: float = yardstick.rsa_rate()
         for round_ in range(args.rounds):
             elapsed, report = run_once(paygate, path, folder)
             counts = report["summary"]["counts"]
@@ -233,10 +242,12 @@ def main() -> int:
             times.append(elapsed)
             print(f"round {round_ + 1}: {elapsed:.2f} s (load average "
                   f"{os.getloadavg()[0]:.1f})", flush=True)
+        after: float = yardstick.rsa_rate()
         median = statistics.median(times)
         lines = expected["lines"]
         print(f"settlement benchmark: {lines} lines against {lines + expected['missing_network']}"
               f" attempts, full `paygate reconcile settlement` path, median of {args.rounds}")
+        print(yardstick.bracket(before, after))
         print(f"{median:.2f} s total, {lines / median:,.0f} lines/s "
               f"(goal <= {GOAL_SECONDS:.0f} s: {'met' if median <= GOAL_SECONDS else 'NOT met'})")
         print(f"classes: {json.dumps(report['summary']['counts'], sort_keys=True)}, "

@@ -17,7 +17,8 @@ and not ``CKA_EXTRACTABLE``):
   status and creation time, the active ones, and a generation counter.
   SoftHSM refuses to change ``CKA_VALUE`` of a data object
   (``CKR_ATTRIBUTE_READ_ONLY``), so a change writes a new object with the next
-  generation and then destroys the old one; on load the highest generation wins.
+  generation and then destroys the old one; on load the highest generation wins
+  (the format and its status changes: :mod:`hsm_sim.pkcs11_keyring`).
 
 Generating keys happens on the first start, when the token has no keyring. If
 it holds a ``paygate-kek`` or ``paygate-fingerprint`` key but no keyring, the
@@ -59,7 +60,6 @@ import copy
 import datetime as dt
 import hashlib
 import hmac
-import json
 import os
 import threading
 import time
@@ -88,13 +88,13 @@ from hsm_sim.interface import (
     UnsupportedAlgorithm,
 )
 from hsm_sim.jwk import rsa_jwk_from_numbers
+from hsm_sim.pkcs11_keyring import Ring, activate, retire
 
 JWE_ALG: Final = "RSA-OAEP"
 KEYRING_LABEL: Final = "paygate-keyring"
 KEK_LABEL: Final = "paygate-kek"
 FINGERPRINT_LABEL: Final = "paygate-fingerprint"
 APPLICATION: Final = "paygate"
-_FORMAT: Final = 1
 _CEK_LEN: Final = 32
 _OAEP_SHA1: Final = (Mechanism.SHA_1, MGF.SHA1, None)
 _KW_OVERHEAD: Final = 8                     # RFC 3394 adds one 64-bit block
@@ -137,45 +137,6 @@ def _session_template(*, extractable: bool = False) -> dict[Attribute, Any]:
 
 _TOKEN_SECRET: Final = {Attribute.PRIVATE: True, Attribute.SENSITIVE: True,
                         Attribute.EXTRACTABLE: False}
-
-
-@dataclass
-class _Entry:
-    status: str                 # active | decrypt-only | retired
-    created: int
-
-
-@dataclass
-class _Ring:
-    """The keyring: what ``paygate-keyring`` holds."""
-
-    generation: int = 0
-    jwe: dict[str, _Entry] = field(default_factory=dict)
-    deks: dict[int, _Entry] = field(default_factory=dict)
-    active_kid: str = ""
-    active_dek: int = 0
-
-    def to_json(self) -> bytes:
-        return json.dumps({
-            "format": _FORMAT, "generation": self.generation,
-            "jwe": [{"kid": k, "status": e.status, "created": e.created}
-                    for k, e in self.jwe.items()],
-            "deks": [{"version": v, "status": e.status, "created": e.created}
-                     for v, e in self.deks.items()],
-            "active_kid": self.active_kid, "active_dek": self.active_dek,
-        }, sort_keys=True).encode()
-
-    @classmethod
-    def from_json(cls, raw: bytes) -> _Ring:
-        doc = json.loads(raw)
-        if doc.get("format") != _FORMAT:
-            raise ValueError("unknown keyring format")
-        return cls(int(doc["generation"]),
-                   {str(j["kid"]): _Entry(str(j["status"]), int(j["created"]))
-                    for j in doc["jwe"]},
-                   {int(d["version"]): _Entry(str(d["status"]), int(d["created"]))
-                    for d in doc["deks"]},
-                   str(doc["active_kid"]), int(doc["active_dek"]))
 
 
 @dataclass
@@ -247,23 +208,6 @@ def _logout(key: tuple[str, bytes]) -> None:
             shared.session.close()
 
 
-def _activate(entries: dict[Any, _Entry], key_id: str | int) -> None:
-    for entry in entries.values():
-        if entry.status == "active":
-            entry.status = "decrypt-only"
-    entries[key_id] = _Entry("active", int(time.time()))
-
-
-def _retire(entries: dict[Any, _Entry], active: object, kind: str, key_id: str | int,
-            name: str) -> None:
-    entry = entries.get(key_id)
-    if entry is None or entry.status == "retired":
-        raise KeyNotFound(kind, key_id)
-    if key_id == active:
-        raise KeyStoreError(f"the active {name} cannot be retired; rotate first")
-    entry.status = "retired"
-
-
 class Pkcs11Hsm:
     """The HSM on a PKCS#11 token. Thread-safe: every token call takes :data:`_LOCK`."""
 
@@ -276,7 +220,7 @@ class Pkcs11Hsm:
         self._label = token_label
         self._module = os.path.realpath(os.fspath(module))
         self._closed = True
-        self._ring = _Ring()
+        self._ring = Ring()
         self._jwe: dict[str, _JweKey] = {}          # live (not retired) JWE keys
         self._deks: dict[int, _P11Key] = {}         # live DEKs, as session keys
         self._probe: _P11Key | None = None          # session key that only measures CEKs
@@ -358,17 +302,17 @@ class Pkcs11Hsm:
             KeyType.GENERIC_SECRET, 256, label=FINGERPRINT_LABEL, store=True,
             mechanism=Mechanism.GENERIC_SECRET_KEY_GEN, capabilities=MechanismFlag.SIGN,
             template=_TOKEN_SECRET))
-        ring = _Ring()
+        ring = Ring()
         self._new_jwe_key(ring)
         self._new_dek(ring)
         self._write(ring)
 
-    def _read_ring(self) -> _Ring:
+    def _read_ring(self) -> Ring:
         """The newest keyring on the token; older generations left by a crash are removed."""
-        rings: list[tuple[_Ring, _P11Key]] = []
+        rings: list[tuple[Ring, _P11Key]] = []
         for obj in self._objects(ObjectClass.DATA, KEYRING_LABEL):
             try:
-                rings.append((_Ring.from_json(bytes(obj[Attribute.VALUE])), obj))
+                rings.append((Ring.from_json(bytes(obj[Attribute.VALUE])), obj))
             except (ValueError, KeyError, TypeError):
                 raise KeyStoreError(f"the keyring on token {self._label!r} is unreadable") from None
         if not rings:
@@ -383,7 +327,7 @@ class Pkcs11Hsm:
         self._load(self._read_ring())
         self._synced = time.monotonic()
 
-    def _load(self, ring: _Ring) -> None:
+    def _load(self, ring: Ring) -> None:
         """Load the live keys of ``ring`` that are not loaded yet, drop the retired ones."""
         for kid, entry in ring.jwe.items():
             if entry.status == "retired":
@@ -405,7 +349,7 @@ class Pkcs11Hsm:
                 self._deks[version] = self._unwrap_dek(wrapped)
         self._ring = ring
 
-    def _write(self, ring: _Ring) -> None:
+    def _write(self, ring: Ring) -> None:
         """Persist ``ring`` as the next generation, then make it current."""
         old = self._objects(ObjectClass.DATA, KEYRING_LABEL)
         ring.generation = max(ring.generation, self._ring.generation) + 1
@@ -414,7 +358,7 @@ class Pkcs11Hsm:
             obj.destroy()
         self._ring = ring
 
-    def _change(self, what: str, apply: Callable[[_Ring], _T]) -> _T:
+    def _change(self, what: str, apply: Callable[[Ring], _T]) -> _T:
         """Apply a key change to a fresh copy of the keyring, persist it, load it."""
         with self._token(what, KeyStoreError):
             self._sync()
@@ -442,7 +386,7 @@ class Pkcs11Hsm:
             raise KeyStoreError(f"a DEK on token {self._label!r} does not unwrap under the "
                                 f"KEK") from None
 
-    def _new_jwe_key(self, ring: _Ring) -> str:
+    def _new_jwe_key(self, ring: Ring) -> str:
         now = int(time.time())
         kid = (f"p11-{dt.datetime.fromtimestamp(now, dt.UTC):%Y%m%d}-"
                f"{self._session.generate_random(32).hex()}")
@@ -454,11 +398,11 @@ class Pkcs11Hsm:
         self._jwe[kid] = _JweKey(cast(_P11Key, private),
                                  int.from_bytes(public[Attribute.MODULUS], "big"),
                                  int.from_bytes(public[Attribute.PUBLIC_EXPONENT], "big"))
-        _activate(ring.jwe, kid)
+        activate(ring.jwe, kid)
         ring.active_kid = kid
         return kid
 
-    def _new_dek(self, ring: _Ring) -> int:
+    def _new_dek(self, ring: Ring) -> int:
         version = max(ring.deks, default=0) + 1
         for orphan in self._objects(ObjectClass.DATA, dek_label(version)):
             orphan.destroy()        # left by a rotation that never reached the keyring
@@ -471,7 +415,7 @@ class Pkcs11Hsm:
             fresh.destroy()
         self._store(dek_label(version), wrapped)
         self._deks[version] = self._unwrap_dek(wrapped)
-        _activate(ring.deks, version)
+        activate(ring.deks, version)
         ring.active_dek = version
         return version
 
@@ -575,11 +519,11 @@ class Pkcs11Hsm:
 
     def retire_jwe_key(self, kid: str) -> None:
         self._change("JWE key retirement",
-                     lambda ring: _retire(ring.jwe, ring.active_kid, "jwe", kid, "JWE key"))
+                     lambda ring: retire(ring.jwe, ring.active_kid, "jwe", kid, "JWE key"))
 
     def retire_dek(self, version: int) -> None:
         self._change("DEK retirement",
-                     lambda ring: _retire(ring.deks, ring.active_dek, "dek", version, "DEK"))
+                     lambda ring: retire(ring.deks, ring.active_dek, "dek", version, "DEK"))
 
     def keys(self) -> list[KeyInfo]:
         with self._token("key listing"):

@@ -30,15 +30,14 @@ from typing import Final
 
 from gateway.payments.declines import TIMEOUT
 from gateway.payments.errors import DomainError
+from gateway.payments.events import attempt_event, intent_event
 from gateway.payments.machine import (
     Approved,
     Ids,
     Outcome,
     TraceFields,
-    _attempt_event,
     _change,
     _check_attempt,
-    _intent_event,
     _new_attempt,
     _next,
     _settle,
@@ -91,7 +90,7 @@ def timeout_reversal(intent: PaymentIntent, auth: Attempt, trace: TraceFields, n
     attempt = _new_attempt(intent, AttemptKind.TIMEOUT_REVERSAL, auth.amount, trace, now, ids,
                            None, original=auth)
     return _change(intent, _next(intent, now), attempts=(attempt,),
-                   events=(_attempt_event(attempt, now),))
+                   events=(attempt_event(attempt, now),))
 
 
 def reversal_outcome(intent: PaymentIntent, auth: Attempt, reversal: Attempt,
@@ -111,24 +110,24 @@ def reversal_outcome(intent: PaymentIntent, auth: Attempt, reversal: Attempt,
     settled = _settle(reversal, outcome, now, partial_ok=False)
     if not isinstance(outcome, Approved):
         return _change(intent, _next(intent, now), attempts=(settled,),
-                       events=(_attempt_event(settled, now),))
+                       events=(attempt_event(settled, now),))
     attempts: tuple[Attempt, ...] = (settled,)
-    events: list[Event] = [_attempt_event(settled, now)]
+    events: list[Event] = [attempt_event(settled, now)]
     for other in other_tries:
         if (other.id != reversal.id and other.kind is AttemptKind.TIMEOUT_REVERSAL
                 and other.original_attempt_id == auth.id
                 and other.status in (AttemptStatus.RECORDED, AttemptStatus.UNKNOWN)):
             moot = dataclasses.replace(other, status=AttemptStatus.SUPERSEDED, updated=now)
             attempts += (moot,)
-            events.append(_attempt_event(moot, now))
+            events.append(attempt_event(moot, now))
     if auth.status is AttemptStatus.UNKNOWN:
         reversed_auth = dataclasses.replace(auth, status=AttemptStatus.REVERSED, updated=now)
         attempts += (reversed_auth,)
-        events.append(_attempt_event(reversed_auth, now))
+        events.append(attempt_event(reversed_auth, now))
     if intent.status is IntentStatus.PROCESSING:
         new = _next(intent, now, status=IntentStatus.REQUIRES_PAYMENT_METHOD,
                     last_payment_error=TIMEOUT, amount_capturable=0)
-        events.append(_intent_event(new, now, "payment_intent.payment_failed"))
+        events.append(intent_event(new, now, "payment_intent.payment_failed"))
     else:
         new = _next(intent, now)
     return _change(intent, new, attempts=attempts, events=tuple(events))

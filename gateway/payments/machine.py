@@ -33,6 +33,7 @@ from typing import Any, Final, Protocol
 from gateway.payments import money
 from gateway.payments.declines import APPROVAL_CODES, APPROVED, decline
 from gateway.payments.errors import DomainError
+from gateway.payments.events import attempt_event, intent_event, refund_event
 from gateway.payments.model import (
     Attempt,
     AttemptKind,
@@ -178,7 +179,7 @@ def create_intent(
         capture_method=method, status=IntentStatus.REQUIRES_PAYMENT_METHOD, created=now,
         updated=now, description=description, metadata=_metadata(metadata), version=1)
     return Change(intent=intent, expected_version=None,
-                  events=(_intent_event(intent, now, "payment_intent.created"),))
+                  events=(intent_event(intent, now, "payment_intent.created"),))
 
 
 def confirm(
@@ -200,7 +201,7 @@ def confirm(
     new = _next(intent, now, status=IntentStatus.PROCESSING, payment_method=token,
                 last_payment_error=None)
     return _change(intent, new, attempts=(attempt,),
-                   events=(_intent_event(new, now), _attempt_event(attempt, now)))
+                   events=(intent_event(new, now), attempt_event(attempt, now)))
 
 
 def capture(
@@ -225,7 +226,7 @@ def capture(
                            original=authorization)
     new = _next(intent, now, status=IntentStatus.PROCESSING, amount_capturable=0)
     return _change(intent, new, attempts=(attempt,),
-                   events=(_attempt_event(attempt, now), _intent_event(new, now)))
+                   events=(attempt_event(attempt, now), intent_event(new, now)))
 
 
 def cancel(
@@ -250,7 +251,7 @@ def cancel(
     if intent.status is IntentStatus.REQUIRES_PAYMENT_METHOD:
         new = _next(intent, now, status=IntentStatus.CANCELED, cancellation_reason=reason,
                     amount_capturable=0)
-        return _change(intent, new, events=(_intent_event(new, now),))
+        return _change(intent, new, events=(intent_event(new, now),))
     if authorization is None or trace is None:
         raise ValueError("cancelling a hold needs its authorization and a trace for the void")
     _check_authorization(intent, authorization)
@@ -259,7 +260,7 @@ def cancel(
     new = _next(intent, now, status=IntentStatus.PROCESSING, amount_capturable=0,
                 cancellation_reason=reason)
     return _change(intent, new, attempts=(attempt,),
-                   events=(_attempt_event(attempt, now), _intent_event(new, now)))
+                   events=(attempt_event(attempt, now), intent_event(new, now)))
 
 
 def refund(
@@ -303,7 +304,7 @@ def refund(
                     attempt_id=attempt.id)
     new = _next(intent, now)
     return _change(intent, new, attempts=(attempt,), refunds=(record,),
-                   events=(_refund_event(record, new, now), _attempt_event(attempt, now)))
+                   events=(refund_event(record, new, now), attempt_event(attempt, now)))
 
 
 # -- outcomes -----------------------------------------------------------------------------
@@ -324,18 +325,18 @@ def authorization_outcome(
     _check_attempt(intent, attempt, AttemptKind.AUTHORIZATION, outcome)
     _require(intent, IntentStatus.PROCESSING)
     settled = _settle(attempt, outcome, now, partial_ok=True)
-    events = [_attempt_event(settled, now)]
+    events = [attempt_event(settled, now)]
     attempts = [settled]
     if isinstance(outcome, Unknown):
         new = _next(intent, now)
     elif isinstance(outcome, Declined):
         new = _next(intent, now, status=IntentStatus.REQUIRES_PAYMENT_METHOD,
                     last_payment_error=decline(outcome.code))
-        events.append(_intent_event(new, now, "payment_intent.payment_failed"))
+        events.append(intent_event(new, now, "payment_intent.payment_failed"))
     elif intent.capture_method is CaptureMethod.MANUAL:
         new = _next(intent, now, status=IntentStatus.REQUIRES_CAPTURE,
                     amount_capturable=settled.approved_amount)
-        events.append(_intent_event(new, now))
+        events.append(intent_event(new, now))
     else:
         if capture_trace is None:
             raise ValueError("an automatic capture needs capture_trace")
@@ -343,7 +344,7 @@ def authorization_outcome(
                                 capture_trace, now, ids, capture_request, original=settled)
         new = _next(intent, now)
         attempts.append(captured)
-        events.append(_attempt_event(captured, now))
+        events.append(attempt_event(captured, now))
     return _change(intent, new, attempts=tuple(attempts), events=tuple(events))
 
 
@@ -370,7 +371,7 @@ def capture_outcome(
         new = _next(intent, now, status=IntentStatus.SUCCEEDED, amount_capturable=0,
                     amount_received=settled.approved_amount, last_payment_error=None)
     return _change(intent, new, attempts=(settled,),
-                   events=(_attempt_event(settled, now), _intent_event(new, now)))
+                   events=(attempt_event(settled, now), intent_event(new, now)))
 
 
 def void_outcome(
@@ -393,7 +394,7 @@ def void_outcome(
     else:
         new = _next(intent, now, status=IntentStatus.CANCELED, amount_capturable=0)
     return _change(intent, new, attempts=(settled,),
-                   events=(_attempt_event(settled, now), _intent_event(new, now)))
+                   events=(attempt_event(settled, now), intent_event(new, now)))
 
 
 def refund_outcome(
@@ -415,7 +416,7 @@ def refund_outcome(
     settled = _settle(attempt, outcome, now, partial_ok=False)
     if isinstance(outcome, Unknown):
         return _change(intent, _next(intent, now), attempts=(settled,),
-                       events=(_attempt_event(settled, now),))
+                       events=(attempt_event(settled, now),))
     if isinstance(outcome, Declined):
         new = _next(intent, now)
         record = dataclasses.replace(refund, status=RefundStatus.FAILED, updated=now)
@@ -427,7 +428,7 @@ def refund_outcome(
         new = _next(intent, now, amount_refunded=refunded)
         record = dataclasses.replace(refund, status=RefundStatus.SUCCEEDED, updated=now)
     return _change(intent, new, attempts=(settled,), refunds=(record,),
-                   events=(_attempt_event(settled, now), _refund_event(record, new, now)))
+                   events=(attempt_event(settled, now), refund_event(record, new, now)))
 
 
 # -- helpers ------------------------------------------------------------------------------
@@ -502,7 +503,7 @@ def _settle_follow_up(
     settled = _settle(attempt, outcome, now, partial_ok=False)
     if isinstance(outcome, Unknown):
         return settled, _change(intent, _next(intent, now), attempts=(settled,),
-                                events=(_attempt_event(settled, now),))
+                                events=(attempt_event(settled, now),))
     return settled, None
 
 
@@ -555,54 +556,3 @@ def _change(
 ) -> Change:
     return Change(intent=after, expected_version=before.version, attempts=attempts,
                   refunds=refunds, events=events)
-
-
-def _intent_event(intent: PaymentIntent, now: int, type_: str = "") -> Event:
-    payload: dict[str, object] = {
-        "merchant_id": intent.merchant_id, "status": intent.status.value,
-        "capture_method": intent.capture_method.value, "amount": intent.amount,
-        "currency": intent.currency, "amount_capturable": intent.amount_capturable,
-        "amount_received": intent.amount_received, "amount_refunded": intent.amount_refunded,
-        "version": intent.version,
-    }
-    error = intent.last_payment_error
-    if error is not None:
-        payload.update(error_code=error.code, decline_code=error.decline_code,
-                       network_response_code=error.network_response_code)
-    if intent.cancellation_reason:
-        payload["cancellation_reason"] = intent.cancellation_reason
-    return Event(type=type_ or f"payment_intent.{intent.status.value}",
-                 aggregate_type="payment_intent", aggregate_id=intent.id, payload=payload,
-                 created=now)
-
-
-def _attempt_event(attempt: Attempt, now: int) -> Event:
-    payload: dict[str, object] = {
-        "intent_id": attempt.intent_id, "kind": attempt.kind.value,
-        "status": attempt.status.value, "amount": attempt.amount,
-        "currency": attempt.currency, "stan": attempt.stan, "rrn": attempt.rrn,
-        "terminal_id": attempt.terminal_id,
-    }
-    if attempt.original_attempt_id:
-        payload["original_attempt_id"] = attempt.original_attempt_id
-    if attempt.refund_id:
-        payload["refund_id"] = attempt.refund_id
-    if attempt.status is AttemptStatus.APPROVED:
-        payload.update(approved_amount=attempt.approved_amount,
-                       approval_code=attempt.approval_code)
-    if attempt.response_code:
-        payload["response_code"] = attempt.response_code
-    return Event(type=f"attempt.{attempt.status.value}", aggregate_type="attempt",
-                 aggregate_id=attempt.id, payload=payload, created=now)
-
-
-def _refund_event(record: Refund, intent: PaymentIntent, now: int) -> Event:
-    event_type = "refund.created" if record.status is RefundStatus.PENDING else (
-        f"refund.{record.status.value}")
-    payload: dict[str, object] = {
-        "intent_id": record.intent_id, "status": record.status.value, "amount": record.amount,
-        "currency": record.currency, "reason": record.reason, "attempt_id": record.attempt_id,
-        "intent_amount_refunded": intent.amount_refunded,
-    }
-    return Event(type=event_type, aggregate_type="refund", aggregate_id=record.id,
-                 payload=payload, created=now)

@@ -11,11 +11,11 @@ reconciler's to repeat.
 
 from __future__ import annotations
 
+from gateway.payments.events import attempt_event
 from gateway.payments.machine import (
     Ids,
     Outcome,
     TraceFields,
-    _attempt_event,
     _change,
     _check_attempt,
     _check_authorization,
@@ -53,7 +53,7 @@ def release(intent: PaymentIntent, authorization: Attempt, trace: TraceFields, n
     attempt = _new_attempt(intent, AttemptKind.RELEASE, rest, trace, now, ids, None,
                            original=authorization)
     return _change(intent, _next(intent, now), attempts=(attempt,),
-                   events=(_attempt_event(attempt, now),))
+                   events=(attempt_event(attempt, now),))
 
 
 def release_outcome(intent: PaymentIntent, attempt: Attempt, outcome: Outcome,
@@ -62,4 +62,4 @@ def release_outcome(intent: PaymentIntent, attempt: Attempt, outcome: Outcome,
     _check_attempt(intent, attempt, AttemptKind.RELEASE, outcome)
     settled = _settle(attempt, outcome, now, partial_ok=False)
     return _change(intent, _next(intent, now), attempts=(settled,),
-                   events=(_attempt_event(settled, now),))
+                   events=(attempt_event(settled, now),))
