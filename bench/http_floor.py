@@ -31,12 +31,12 @@ import argparse  # noqa: E402
 import asyncio  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
+import runpy  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from types import ModuleType  # noqa: E402
+from types import ModuleType, SimpleNamespace  # noqa: E402
 from typing import Any  # noqa: E402
 
 EDGE_CORE = 1
@@ -45,14 +45,9 @@ TOKEN = json.dumps({"token": "4000001234567899", "brand": "visa", "last4": "7899
                     "exp_month": 12, "exp_year": 2034}).encode()
 
 
-def _decrypt() -> Callable[[], object]:
-    """One RSA-2048 OAEP-256 decrypt of a 32-byte key, as the software HSM does per JWE."""
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-    blob = key.public_key().encrypt(os.urandom(32), oaep)
-    return lambda: key.decrypt(blob, oaep)
+def _yardstick() -> Any:
+    """bench/yardstick.py's functions (run by path: this folder is off the import path)."""
+    return SimpleNamespace(**runpy.run_path(os.path.join(_HERE, "yardstick.py")))
 
 
 def _serve(port: int, rsa: bool) -> None:
@@ -62,7 +57,7 @@ def _serve(port: int, rsa: bool) -> None:
 
     if hasattr(os, "sched_setaffinity") and (os.cpu_count() or 1) > EDGE_CORE:
         os.sched_setaffinity(0, {EDGE_CORE})
-    decrypt = _decrypt() if rsa else None
+    decrypt = _yardstick().decrypt() if rsa else None
 
     async def tokens(request: web.Request) -> web.Response:
         body: Any = json.loads(await request.read())
@@ -126,7 +121,8 @@ def main() -> int:
         port = probe.getsockname()[1]
     server = subprocess.Popen([sys.executable, __file__, "--serve", str(port)]
                               + (["--rsa"] if args.rsa else []))
-    raw_decrypt = _decrypt() if args.rsa else None
+    yardstick = _yardstick()
+    raw_decrypt = yardstick.decrypt() if args.rsa else None
     rates, cpus, raws = [], [], []
     try:
         for _ in range(200):
@@ -140,7 +136,7 @@ def main() -> int:
         for _ in range(rounds):
             if raw_decrypt is not None:
                 bench._pin(EDGE_CORE)
-                raws.append(bench._rate(raw_decrypt, 1.5))
+                raws.append(yardstick.count_rate(raw_decrypt, 1.5))
                 bench._pin(LOAD_CORE)
             rate, cpu = _round(bench, base, requests, server.pid)
             rates.append(rate)

@@ -31,12 +31,14 @@ import asyncio
 import contextlib
 import json
 import os
+import runpy
 import statistics
 import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
@@ -106,22 +108,9 @@ async def _load(base: str, jwes: list[str], concurrency: int) -> float:
     return len(jwes) / elapsed
 
 
-def _rate(fn: Callable[[], object], seconds: float) -> float:
-    count, start = 0, time.perf_counter()
-    while (elapsed := time.perf_counter() - start) < seconds:
-        for _ in range(20):
-            fn()
-        count += 20
-    return count / elapsed
-
-
-def _software_raw() -> Callable[[], object]:
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding, rsa
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
-    blob = key.public_key().encrypt(os.urandom(32), oaep)
-    return lambda: key.decrypt(blob, oaep)
+def _yardstick() -> Any:
+    """bench/yardstick.py's functions (run by path: this folder is off the import path)."""
+    return SimpleNamespace(**runpy.run_path(os.path.join(_HERE, "yardstick.py")))
 
 
 def _softhsm_token(folder: Path) -> tuple[dict[str, str], Any]:
@@ -172,11 +161,12 @@ def main() -> int:
                     keys: dict[str, Any] = (await r.json(content_type=None))["keys"][0]
                     return keys
             jwk = asyncio.run(jwks())
-            raw = _software_raw() if token is None else _softhsm_raw(token, jwk["kid"])
+            yardstick = _yardstick()
+            raw = yardstick.decrypt() if token is None else _softhsm_raw(token, jwk["kid"])
             edge_rates, raw_rates = [], []
             for _ in range(args.rounds):
                 _pin(EDGE_CORE)
-                raw_rates.append(_rate(raw, 1.5))
+                raw_rates.append(yardstick.count_rate(raw, 1.5))
                 _pin(LOAD_CORE)
                 jwes = [encrypt_compact(_payload(pan), jwk) for pan in _cards(args.requests)]
                 edge_rates.append(asyncio.run(_load(base, jwes, args.concurrency)))

@@ -38,8 +38,9 @@ WARMUP_SECONDS = 0.1
 
 
 @functools.cache
-def _decrypt() -> Callable[[], bytes]:
-    """One decrypt of a 32-byte key (the key is generated once per process)."""
+def decrypt() -> Callable[[], bytes]:
+    """A function doing one decrypt of a 32-byte key (the key is generated once per
+    process); also the raw peer of ``bench/tokenize.py`` and ``bench/http_floor.py``."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     oaep = padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(),
                         label=None)
@@ -47,7 +48,7 @@ def _decrypt() -> Callable[[], bytes]:
     return lambda: key.decrypt(blob, oaep)
 
 
-def _count(fn: Callable[[], bytes], seconds: float) -> float:
+def count_rate(fn: Callable[[], object], seconds: float) -> float:
     """Calls of ``fn`` per second over at least ``seconds`` (in batches of 20)."""
     count, start = 0, time.perf_counter()
     while (elapsed := time.perf_counter() - start) < seconds:
@@ -64,7 +65,7 @@ def measure(seconds: float = 1.5, core: int | None = 0) -> tuple[float, int | No
     ``os.sched_setaffinity``, the machine has that core and the kernel allows it; its
     previous affinity is restored afterwards.
     """
-    fn = _decrypt()
+    fn = decrypt()
     previous: set[int] | None = None
     pinned: int | None = None
     if core is not None and hasattr(os, "sched_setaffinity"):
@@ -75,8 +76,8 @@ def measure(seconds: float = 1.5, core: int | None = 0) -> tuple[float, int | No
         except (OSError, ValueError):
             pass                     # no such core here, or not allowed: count unpinned
     try:
-        _count(fn, WARMUP_SECONDS)
-        rate = _count(fn, seconds)
+        count_rate(fn, WARMUP_SECONDS)
+        rate = count_rate(fn, seconds)
     finally:
         if previous is not None:
             os.sched_setaffinity(0, previous)
