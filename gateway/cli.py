@@ -80,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # Every command logs through the redacting pipeline, to stderr (stdout stays the
+    # command's own output): warnings and errors, until a command configures its own level.
+    from gateway.logging import configure_logging
+    configure_logging("warning")
     result: int = args.func(args)
     return result
 

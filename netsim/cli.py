@@ -116,19 +116,11 @@ def _fail(message: str) -> int:
 
 
 def _configure_logging(level: str) -> None:
-    import logging
+    """One JSON object per line on stderr, through the gateway's redacting pipeline (so
+    no PAN, track data or CVC reaches netsim's log either, whatever a call site passes)."""
+    from gateway.logging import configure_logging
 
-    import structlog
-
-    structlog.configure(
-        processors=[structlog.processors.add_log_level,
-                    structlog.processors.TimeStamper(fmt="iso", utc=True),
-                    structlog.processors.JSONRenderer()],
-        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[
-            level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=True,
-    )
+    configure_logging(level, json=True)
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import io
 import json
 import logging
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import structlog
@@ -386,3 +387,32 @@ def test_other_root_handlers_see_only_redacted_events(out: io.StringIO) -> None:
     assert record.msg["cvc"] == REDACTED
     assert f"ValueError: declined {_masked(VISA)}" in record.msg["exception"]
     assert VISA not in repr(record.msg)
+
+
+def test_every_paygate_command_logs_redacted_to_stderr(
+        out: io.StringIO, capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """A command that never configures logging itself (here `paygate pki init`) still logs
+    through the redacting pipeline, to stderr only: stdout stays the command's output."""
+    from gateway.cli import main
+
+    assert main(["pki", "init", "--dir", str(tmp_path / "pki")]) == 0
+    capsys.readouterr()
+    structlog.get_logger("hsm_sim").warning(f"card {VISA} seen", cvc="123")
+    captured = capsys.readouterr()
+    assert _masked(VISA) in captured.err and VISA not in captured.err
+    assert "123" not in captured.err and REDACTED in captured.err
+    assert "card" not in captured.out
+
+
+def test_netsim_serve_logs_json_through_the_redacting_pipeline(
+        out: io.StringIO, capsys: pytest.CaptureFixture[str]) -> None:
+    """`paygate netsim serve` writes one JSON object per line on stderr, with card data
+    redacted like the gateway's own lines."""
+    from netsim.cli import _configure_logging
+
+    _configure_logging("debug")
+    structlog.get_logger("netsim").debug("authorization", card=MASTERCARD, field_35=f"{VISA}=2512")
+    line = json.loads(capsys.readouterr().err.strip().splitlines()[-1])
+    assert line["event"] == "authorization" and line["level"] == "debug"
+    assert MASTERCARD not in json.dumps(line) and VISA not in json.dumps(line)
+    assert line["card"] in (_masked(MASTERCARD), REDACTED)
