@@ -1,11 +1,13 @@
 """The ``paygate`` command line: one entry point, one subcommand per job.
 
 ``paygate demo`` runs the main job on embedded defaults (``gateway.demo``);
-``paygate pki init`` writes development certificates for mutual TLS;
+``paygate up`` the whole stack (``gateway.up``); ``paygate pki init`` and
+``paygate dev-certs`` write development certificates for mutual TLS;
 ``paygate netsim ...`` runs the network simulator (``netsim.cli``);
 ``paygate edge serve`` the tokenization edge (``gateway.edge.cli``);
-``paygate hsm ...`` operates the HSM's keys (``hsm_sim.cli``). Later issues add
-``up``, ``reconcile`` and ``certify``.
+``paygate hsm ...`` operates the HSM's keys (``hsm_sim.cli``); ``paygate audit``,
+``paygate config``, ``paygate reconcile`` and ``paygate certify`` the rest.
+Every command logs through :mod:`gateway.logging`'s redacting pipeline, to stderr.
 """
 
 from __future__ import annotations
