@@ -40,6 +40,7 @@ from gateway.config import GatewayConfig, split_listen
 from gateway.devcerts import write_dev_certs
 from gateway.edge import create_app
 from gateway.edge.checkout import DemoCheckout, add_checkout_routes, demo_origins
+from gateway.edge.runner import EdgeRunner
 from gateway.edge.server import bound_port
 from gateway.intake import CardIntake
 from gateway.network import NetworkClient, SqliteStanStore, TraceAllocator
@@ -247,7 +248,7 @@ class Stack:
                 merchant_id=first.id, merchant_name=first.name,
                 publishable_key=min(first.publishable_keys, default=""))
             add_checkout_routes(app, checkout)
-        runner = web.AppRunner(app, access_log=None)
+        runner = EdgeRunner(app, access_log=None)
         await runner.setup()
         exit_.push_async_callback(runner.cleanup)
         http_host, http_port = split_listen(config.http.listen)

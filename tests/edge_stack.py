@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.edge import create_app
+from gateway.edge.runner import EdgeRunner
 from gateway.edge.server import bound_port
 from gateway.intake import CardIntake, IntakePolicy
 from gateway.merchants import DEMO, MerchantDirectory
@@ -52,7 +53,7 @@ def build(data_dir: Path, *, hsm: Hsm | None = None, policy: IntakePolicy | None
 async def serve(stack: Stack, **app_options: int) -> AsyncIterator[str]:
     """Serve the edge on 127.0.0.1 (a free port); yields its base URL."""
     app = create_app(stack.intake, stack.hsm, stack.merchants, **app_options)
-    runner = web.AppRunner(app)
+    runner = EdgeRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

@@ -9,7 +9,8 @@
 * ``GET /healthz``: the HSM's self-test.
 * ``GET /metrics``: Prometheus metrics (``gateway.metrics``).
 
-Bodies are capped (``max_body``, 16 KiB by default); unexpected failures
+Bodies are capped (``max_body``, 16 KiB by default) and never compressed; requests that
+are not valid HTTP are problems too (``gateway.edge.runner``); unexpected failures
 become a bare 500 problem, logged without the request body.
 """
 

@@ -51,10 +51,16 @@ async def json_body(request: web.Request) -> object:
     if request.content_type != "application/json":
         raise ProblemResponse(problem(415, "unsupported_media_type",
                                       "send the body as application/json"))
+    if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+        raise ProblemResponse(problem(415, "unsupported_content_encoding",
+                                      "send the body without a Content-Encoding"))
     try:
         return json.loads(await request.read())
     except (UnicodeDecodeError, ValueError):
         raise ProblemResponse(problem(400, "invalid_json", "the body is not JSON")) from None
+    except web.RequestPayloadError:   # a body that ends early or does not decode
+        raise ProblemResponse(problem(400, "invalid_request",
+                                      "the body could not be read")) from None
 
 
 #: Stable codes for the statuses aiohttp itself raises.

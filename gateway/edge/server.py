@@ -21,6 +21,7 @@ import structlog
 from aiohttp import web
 
 from gateway.edge.app import create_app
+from gateway.edge.runner import EdgeRunner
 from gateway.intake import CardIntake, IntakePolicy
 from gateway.merchants import DEMO, MerchantDirectory
 from gateway.store.sqlite import SqliteDatabase
@@ -98,7 +99,7 @@ async def serve(tokenization: Tokenization, merchants: MerchantDirectory, host: 
                 purge_interval: float = PURGE_INTERVAL) -> None:
     """Serve the edge until ``stop`` is set (or SIGINT/SIGTERM)."""
     app = create_app(tokenization.intake, tokenization.hsm, merchants)
-    runner = web.AppRunner(
+    runner = EdgeRunner(
         app, access_log=logging.getLogger("aiohttp.access") if access_log else None,
         access_log_format=ACCESS_LOG_FORMAT)
     await runner.setup()

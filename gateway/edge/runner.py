@@ -1,0 +1,62 @@
+"""Serving the edge's aiohttp application: requests aiohttp refuses before any handler.
+
+A request that is not valid HTTP (a bad request line or header, a ``Content-Length``
+that disagrees with the bytes, a body in an encoding aiohttp cannot decode) never
+reaches the application and its middleware: aiohttp answers it itself, with a
+``text/plain`` body that quotes the offending bytes and a logged traceback that quotes
+them again. Those bytes can be a card number and its CVC. :class:`EdgeRunner` serves an
+application like :class:`aiohttp.web.AppRunner`, but such refusals are
+``application/problem+json`` with a stable ``code``, and are logged by type only,
+never with the request's bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway.edge.problems import HTTP_CODES, problem
+
+__all__ = ["EdgeRunner"]
+
+log = structlog.get_logger("gateway.edge")
+
+
+class _EdgeRequestHandler(web.RequestHandler):
+    """aiohttp's connection handler, with :meth:`handle_error` answering a problem."""
+
+    __slots__ = ()
+
+    def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
+                     message: str | None = None) -> web.StreamResponse:
+        # ``message`` and ``exc`` quote the request's bytes: only their type is kept.
+        log.warning("http_request_refused", status=status,
+                    error=type(exc).__name__ if exc is not None else None)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response is already on its way: the connection closes")
+        if status >= 500:
+            response = problem(status, "internal_error", "an unexpected error occurred")
+        else:
+            response = problem(status, HTTP_CODES.get(status, "invalid_request"),
+                               "the request is not valid HTTP/1.1 for this endpoint")
+        response.force_close()
+        return response
+
+
+class _EdgeServer(web.Server):
+    """aiohttp's low-level server, making :class:`_EdgeRequestHandler` connections."""
+
+    def __call__(self) -> web.RequestHandler:
+        return _EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class EdgeRunner(web.AppRunner):
+    """:class:`aiohttp.web.AppRunner` whose connections answer malformed requests with
+    problem+json and log them without their bytes (see the module docstring)."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        server.__class__ = _EdgeServer   # same object and state, the handler class swapped
+        return server
