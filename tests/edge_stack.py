@@ -11,7 +11,9 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.edge import create_app
-from gateway.edge.runner import EdgeRunner
+from gateway.edge.app import MAX_BODY
+from gateway.edge.problems import DEFAULT_BODY_TIMEOUT
+from gateway.edge.runner import DEFAULT_IDLE_TIMEOUT, EdgeRunner
 from gateway.edge.server import bound_port
 from gateway.intake import CardIntake, IntakePolicy
 from gateway.merchants import DEMO, MerchantDirectory
@@ -50,10 +52,13 @@ def build(data_dir: Path, *, hsm: Hsm | None = None, policy: IntakePolicy | None
 
 
 @contextlib.asynccontextmanager
-async def serve(stack: Stack, **app_options: int) -> AsyncIterator[str]:
+async def serve(stack: Stack, *, max_body: int = MAX_BODY,
+                body_timeout: float = DEFAULT_BODY_TIMEOUT,
+                idle_timeout: float = DEFAULT_IDLE_TIMEOUT) -> AsyncIterator[str]:
     """Serve the edge on 127.0.0.1 (a free port); yields its base URL."""
-    app = create_app(stack.intake, stack.hsm, stack.merchants, **app_options)
-    runner = EdgeRunner(app)
+    app = create_app(stack.intake, stack.hsm, stack.merchants, max_body=max_body,
+                     body_timeout=body_timeout)
+    runner = EdgeRunner(app, idle_timeout=idle_timeout)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()

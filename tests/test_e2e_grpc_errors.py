@@ -1,6 +1,7 @@
 """End to end over mutual TLS (setup: tests/e2e_gateway.py): every error the API
 promises, as its gRPC status with an ErrorInfo reason: invalid arguments, not found,
-wrong state, permission, rate limits, clients without a valid certificate, a key in use."""
+wrong state, permission, rate limits, clients without a valid certificate, a key in use,
+request bytes that do not parse, timestamps out of range and oversized echoed input."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import grpc
 import pytest
@@ -25,11 +26,14 @@ from e2e_gateway import (
     refused,
     running_gateway,
 )
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_stack import Payments
 from paygate.v1 import payments_pb2 as pb
+from paygate.v1 import tokens_pb2
 
+from gateway import metrics
 from gateway.payments import idempotency
-from gateway.payments.convert import error_info_from
+from gateway.payments.convert import MAX_METADATA_CHARS, error_info_from
 from gateway.payments.model import AttemptKind
 from gateway.pki import Authority
 
@@ -232,4 +236,98 @@ def test_key_in_use_is_aborted(gw: Gateway) -> None:
             confirmed = await api.confirm(intent.id, token, key=key)
         assert confirmed.status == REQUIRES_CAPTURE
         assert len(gw.ledger.authorizations()) == before + 1
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize(("field", "timestamp"), [
+    ("created_lt", Timestamp(seconds=2**62)),
+    ("created_gte", Timestamp(seconds=2**62)),
+    ("created_gte", Timestamp(seconds=2**63 - 1)),
+    ("created_gte", Timestamp(seconds=-2**63)),
+    ("created_lt", Timestamp(seconds=253_402_300_800)),
+    ("created_gte", Timestamp(seconds=-62_135_596_801)),
+    ("created_lt", Timestamp(seconds=0, nanos=-1)),
+    ("created_gte", Timestamp(seconds=0, nanos=1_000_000_000)),
+], ids=["lt-2**62", "gte-2**62", "gte-int64-max", "gte-int64-min", "lt-after-year-9999",
+        "gte-before-year-1", "lt-negative-nanos", "gte-nanos-a-second"])
+def test_list_refuses_timestamps_outside_the_protobuf_range(
+        gw: Gateway, field: str, timestamp: Timestamp) -> None:
+    """A created_gte or created_lt outside 0001-01-01T00:00:00Z..9999-12-31T23:59:59Z (or
+    with nanos outside 0..999999999) is INVALID_ARGUMENT <field>_invalid."""
+    async def main() -> None:
+        async with gw.client() as api:
+            request = pb.ListPaymentIntentsRequest(merchant_id="acme")
+            getattr(request, field).CopyFrom(timestamp)
+            await refused(api.list(request), Code.INVALID_ARGUMENT, f"{field}_invalid")
+    asyncio.run(main())
+
+
+_MALFORMED_PAYLOADS: Final = {
+    "invalid-utf8": b"\x0a\x02\xff\xfe",
+    "garbage": b"\xff\xff\xff\xff",
+    "truncated-varint": b"\x10\xff",
+    "oversized-length": b"\x0a\xff\xff\xff\xff\x0f",
+}
+_METHODS: Final = [(f"/{service.full_name}/{m.name}", m.server_streaming)
+                   for service in (pb.DESCRIPTOR.services_by_name["Payments"],
+                                   tokens_pb2.DESCRIPTOR.services_by_name["Tokens"])
+                   for m in service.methods]
+
+
+def _rpc_count(method: str, code: str) -> float:
+    name = method.rsplit("/", 1)[-1]
+    value = metrics.REGISTRY.get_sample_value("paygate_rpc_duration_seconds_count",
+                                              {"method": name, "code": code})
+    return value or 0.0
+
+
+async def _send_raw(channel: grpc.aio.Channel, method: str, streaming: bool,
+                    payload: bytes) -> None:
+    """Call ``method`` with ``payload`` as the request bytes, exactly (no serializer)."""
+    if streaming:
+        async for _ in channel.unary_stream(method)(payload, timeout=10):
+            pass
+    else:
+        await channel.unary_unary(method)(payload, timeout=10)
+
+
+@pytest.mark.parametrize("payload", list(_MALFORMED_PAYLOADS.values()),
+                         ids=list(_MALFORMED_PAYLOADS))
+def test_request_bytes_that_do_not_parse_are_invalid_argument(gw: Gateway,
+                                                              payload: bytes) -> None:
+    """Request bytes that are not a valid message, sent to any Payments or Tokens method
+    (the server-streaming Watch too), are INVALID_ARGUMENT malformed_request, counted in
+    the metrics, and the message does not echo the bytes."""
+    async def main() -> None:
+        before = {method: _rpc_count(method, "INVALID_ARGUMENT") for method, _ in _METHODS}
+        async with gw.client() as api:
+            for method, streaming in _METHODS:
+                error = await refused(_send_raw(api.channel, method, streaming, payload),
+                                      Code.INVALID_ARGUMENT, "malformed_request")
+                text = error.details() or ""
+                assert "\\x" not in text and "\ufffd" not in text and "\xff" not in text
+                assert "DecodeError" not in text
+        for _ in range(500):  # the server counts a call just after answering it
+            if all(_rpc_count(m, "INVALID_ARGUMENT") > before[m] for m, _ in _METHODS):
+                break
+            await asyncio.sleep(0.01)
+        assert all(_rpc_count(m, "INVALID_ARGUMENT") > before[m] for m, _ in _METHODS)
+    asyncio.run(main())
+
+
+def test_an_oversized_merchant_id_is_refused_with_bounded_details(gw: Gateway) -> None:
+    """Creating or listing for a 100,000-character merchant id is PERMISSION_DENIED
+    merchant_forbidden whose ErrorInfo echoes the id cut to MAX_METADATA_CHARS."""
+    async def main() -> None:
+        merchant = "a" * 100_000
+        async with gw.client() as api:
+            for call in (api.create(create_request(merchant=merchant)),
+                         api.list(pb.ListPaymentIntentsRequest(merchant_id=merchant))):
+                error = await refused(call, Code.PERMISSION_DENIED, "merchant_forbidden")
+                info = error_info_from(error)
+                assert info is not None
+                echoed = info.metadata["merchant_id"]
+                assert len(echoed) == MAX_METADATA_CHARS
+                assert echoed.startswith("aaaa") and echoed.endswith("\u2026")
+                assert len(error.details() or "") < 1000
     asyncio.run(main())

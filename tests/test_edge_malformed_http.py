@@ -111,3 +111,36 @@ def test_a_compressed_body_is_refused_before_it_is_read(stack: edge_stack.Stack,
     (status, headers, answer), = responses(exchange(stack, request))
     assert status == 415 and headers["content-type"].startswith("application/problem+json")
     assert json.loads(answer)["code"] == "unsupported_content_encoding"
+
+
+def test_a_connection_without_a_complete_head_is_closed(stack: edge_stack.Stack) -> None:
+    """A client that trickles its headers (or sends none) is disconnected after the idle
+    timeout instead of holding the connection for good."""
+    async def main() -> bytes:
+        async with edge_stack.serve(stack, idle_timeout=0.3) as base:
+            url = urlsplit(base)
+            reader, writer = await asyncio.open_connection(url.hostname, url.port)
+            writer.write(b"GET /v1/keys HTTP/1.1\r\nHost: x\r\n")     # no blank line
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return answer
+    assert asyncio.run(main()) == b""
+
+
+def test_a_body_that_does_not_arrive_in_time_is_a_408(stack: edge_stack.Stack) -> None:
+    """A body announced but not sent within the body timeout is a 408 problem, and the
+    connection closes."""
+    async def main() -> bytes:
+        async with edge_stack.serve(stack, body_timeout=0.3) as base:
+            url = urlsplit(base)
+            reader, writer = await asyncio.open_connection(url.hostname, url.port)
+            writer.write(HEAD + b"Content-Type: application/json\r\n"
+                         b"Content-Length: 100\r\n\r\n{")
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 5)
+            writer.close()
+            return answer
+    (status, headers, body), = responses(asyncio.run(main()))
+    assert status == 408 and headers["content-type"].startswith("application/problem+json")
+    assert json.loads(body)["code"] == "request_timeout"

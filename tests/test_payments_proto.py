@@ -8,6 +8,8 @@ import re
 import grpc
 import pytest
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
+from google.protobuf.timestamp_pb2 import Timestamp
+from google.rpc import error_details_pb2, status_pb2
 from hypothesis import given
 from hypothesis import strategies as st
 from paygate.v1 import payments_pb2, payments_pb2_grpc, tokens_pb2, tokens_pb2_grpc
@@ -248,6 +250,37 @@ def test_rich_status_refuses_ok_and_unknown_codes() -> None:
             convert.rich_status(name, "r", "m", {})
     status = convert.rich_status("FAILED_PRECONDITION", "intent_unexpected_state", "m", {})
     assert status.code is grpc.StatusCode.FAILED_PRECONDITION and status.details == "m"
+
+
+def test_valid_timestamp_to_ms_takes_exactly_the_protobuf_range() -> None:
+    """valid_timestamp_to_ms converts the first and last instants of the Timestamp range
+    and raises InvalidTimestamp, naming the field, for anything beyond them."""
+    first = Timestamp(seconds=-62_135_596_800)
+    last = Timestamp(seconds=253_402_300_799, nanos=999_999_999)
+    assert convert.valid_timestamp_to_ms(first, "created_gte") == MS_MIN
+    assert convert.valid_timestamp_to_ms(last, "created_lt") == MS_MAX
+    for seconds, nanos in ((-62_135_596_801, 0), (253_402_300_800, 0), (2**62, 0),
+                           (INT64_MAX, 0), (-2**63, 0), (0, -1), (0, 1_000_000_000)):
+        with pytest.raises(convert.InvalidTimestamp) as info:
+            convert.valid_timestamp_to_ms(Timestamp(seconds=seconds, nanos=nanos), "created_lt")
+        assert info.value.field == "created_lt" and isinstance(info.value, ValueError)
+
+
+def test_rich_status_bounds_metadata_and_message() -> None:
+    """rich_status cuts metadata keys and values to MAX_METADATA_CHARS and the message to
+    MAX_MESSAGE_CHARS, marking the cut with an ellipsis; short texts are sent unchanged."""
+    status = convert.rich_status("PERMISSION_DENIED", "merchant_forbidden", "m" * 100_000,
+                                 {"merchant_id": "a" * 100_000, "k" * 200: "v", "ok": "x"})
+    (trailer,) = [v for k, v in status.trailing_metadata if k == "grpc-status-details-bin"]
+    rich = status_pb2.Status.FromString(trailer)
+    info = error_details_pb2.ErrorInfo()
+    assert rich.details[0].Unpack(info)
+    limit = convert.MAX_METADATA_CHARS
+    assert info.metadata["merchant_id"] == "a" * (limit - 1) + "\u2026"
+    assert info.metadata["k" * (limit - 1) + "\u2026"] == "v"
+    assert info.metadata["ok"] == "x"
+    assert status.details == "m" * (convert.MAX_MESSAGE_CHARS - 1) + "\u2026"
+    assert rich.message == status.details
 
 
 class _AbortingPayments(payments_pb2_grpc.PaymentsServicer):

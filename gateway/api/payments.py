@@ -20,7 +20,7 @@ from paygate.v1 import payments_pb2, payments_pb2_grpc
 from gateway.api.context import authorize_merchant, current_caller
 from gateway.api.identity import merchant_allowed
 from gateway.payments import convert
-from gateway.payments.convert import InvalidEnum
+from gateway.payments.convert import InvalidEnum, InvalidTimestamp
 from gateway.payments.errors import DomainError
 from gateway.payments.model import PaymentIntent
 from gateway.payments.replay import IdempotentCalls, ReplayedRefusal, created_id
@@ -156,9 +156,15 @@ class PaymentsServicer(payments_pb2_grpc.PaymentsServicer):
             status = convert.status_filter_from_proto(request.status)
         except InvalidEnum as exc:
             raise _invalid_enum(exc) from None
-        gte = (convert.timestamp_to_ms(request.created_gte)
-               if request.HasField("created_gte") else None)
-        lt = convert.timestamp_to_ms(request.created_lt) if request.HasField("created_lt") else None
+        try:
+            gte = (convert.valid_timestamp_to_ms(request.created_gte, "created_gte")
+                   if request.HasField("created_gte") else None)
+            lt = (convert.valid_timestamp_to_ms(request.created_lt, "created_lt")
+                  if request.HasField("created_lt") else None)
+        except InvalidTimestamp as exc:
+            raise DomainError("INVALID_ARGUMENT", f"{exc.field}_invalid",
+                              f"{exc.field} must lie between 0001-01-01T00:00:00Z and "
+                              "9999-12-31T23:59:59.999999999Z") from None
         if gte is not None and lt is not None and gte >= lt:
             raise DomainError("INVALID_ARGUMENT", "created_range_invalid",
                               "created_gte must be before created_lt")

@@ -16,6 +16,8 @@ at hand, it:
    :class:`~gateway.api.context.Caller` that servicers read;
 3. turns a raised :class:`~gateway.payments.errors.DomainError` into its status, any other
    exception into INTERNAL ``internal`` (logged by type and location, never its text);
+   a request whose bytes are not a valid message of the method's type is INVALID_ARGUMENT
+   ``malformed_request`` (the bytes are neither echoed nor logged);
 4. logs one ``rpc`` line per call: method, status code, duration in ms (no payloads).
 
 Servicers must not send initial metadata themselves (the interceptor already has).
@@ -33,6 +35,7 @@ from typing import Any, Final, NoReturn, Protocol
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_health.v1 import (  # type: ignore[import-untyped]
     health,
     health_pb2,
@@ -71,6 +74,32 @@ UNLIMITED_SERVICES: Final = frozenset({HEALTH_SERVICE, REFLECTION_SERVICE})
 AddServicer = Callable[[Any, Any], None]
 
 _log = get_logger("gateway.api")
+
+
+class _MalformedRequest:
+    """Stands for a request whose bytes did not parse: the wrapped request deserializer
+    returns it instead of raising, so the wrapped behaviour refuses the call inside the
+    interceptor's scope (logged, counted and answered with an ``ErrorInfo``)."""
+
+
+_MALFORMED: Final = _MalformedRequest()
+
+
+def _tolerant(deserializer: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    """``deserializer``, returning :data:`_MALFORMED` for bytes that are not a valid message."""
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            return _MALFORMED
+    return deserialize
+
+
+def _check_request(request: Any) -> None:
+    """Raise INVALID_ARGUMENT ``malformed_request`` if ``request`` did not parse."""
+    if request is _MALFORMED:
+        raise DomainError("INVALID_ARGUMENT", "malformed_request",
+                          "the request is not a valid protobuf message of the method's type")
 
 
 class ServicerContext(Protocol):
@@ -125,12 +154,16 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
             wrapped = self._wrap_generator(method, inner)
         else:
             wrapped = self._wrap_coroutine(method, inner)
-        return handler._replace(**{field: wrapped})
+        replaced: dict[str, Any] = {field: wrapped}
+        if not handler.request_streaming and handler.request_deserializer is not None:
+            replaced["request_deserializer"] = _tolerant(handler.request_deserializer)
+        return handler._replace(**replaced)
 
     def _wrap_coroutine(self, method: str, inner: Callable[..., Any]) -> Callable[..., Any]:
         """Wrap a behaviour that returns its response (or writes with ``context.write``)."""
         async def behavior(request: Any, context: Any) -> Any:
             async with self._scope(method, context):
+                _check_request(request)
                 result = inner(request, context)
                 if inspect.isawaitable(result):
                     result = await result
@@ -141,6 +174,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc
         """Wrap a behaviour that yields its responses (async or plain generator)."""
         async def behavior(request: Any, context: Any) -> AsyncIterator[Any]:
             async with self._scope(method, context):
+                _check_request(request)
                 responses = inner(request, context)
                 if hasattr(responses, "__aiter__"):
                     async for response in responses:

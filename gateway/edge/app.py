@@ -24,7 +24,14 @@ import structlog
 from aiohttp import web
 
 from gateway import metrics
-from gateway.edge.problems import HTTP_CODES, ProblemResponse, json_body, problem
+from gateway.edge.problems import (
+    BODY_TIMEOUT,
+    DEFAULT_BODY_TIMEOUT,
+    HTTP_CODES,
+    ProblemResponse,
+    json_body,
+    problem,
+)
 from gateway.edge.sdk import add_sdk_routes
 from gateway.intake import CardIntake, IntakeError
 from gateway.merchants import MerchantDirectory
@@ -128,9 +135,12 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def create_app(intake: CardIntake, hsm: Hsm, merchants: MerchantDirectory, *,
-               max_body: int = MAX_BODY) -> web.Application:
-    """The edge as an aiohttp application, the card iframe SDK's routes included."""
+               max_body: int = MAX_BODY,
+               body_timeout: float = DEFAULT_BODY_TIMEOUT) -> web.Application:
+    """The edge as an aiohttp application, the card iframe SDK's routes included
+    (serve it with :class:`gateway.edge.runner.EdgeRunner`)."""
     app = web.Application(client_max_size=max_body, middlewares=[problem_middleware])
+    app[BODY_TIMEOUT] = body_timeout
     app[INTAKE] = intake
     app[HSM] = hsm
     app[MERCHANTS] = merchants

@@ -7,13 +7,18 @@ the offending inputs, never their values).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from http import HTTPStatus
+from typing import Final
 
 from aiohttp import web
 
 PROBLEM_TYPE = "https://paygate.dev/problems/"
 CONTENT_TYPE = "application/problem+json"
+#: Seconds a client has to send a whole request body once its head has arrived.
+DEFAULT_BODY_TIMEOUT: Final = 10.0
+BODY_TIMEOUT: Final = web.AppKey("body_timeout", float)
 
 
 def problem(status: int, code: str, detail: str, fields: tuple[str, ...] = (),
@@ -47,7 +52,10 @@ class ProblemResponse(Exception):
 
 async def json_body(request: web.Request) -> object:
     """The request's JSON body; :class:`ProblemResponse` 415 unless it is sent as
-    ``application/json``, 400 ``invalid_json`` unless it parses."""
+    ``application/json`` without a ``Content-Encoding``, 400 ``invalid_json`` unless it
+    parses, 408 ``request_timeout`` (and the connection closes) unless the whole body
+    arrives within the app's ``BODY_TIMEOUT`` seconds (a client trickling a body must
+    not hold the connection for good)."""
     if request.content_type != "application/json":
         raise ProblemResponse(problem(415, "unsupported_media_type",
                                       "send the body as application/json"))
@@ -55,17 +63,25 @@ async def json_body(request: web.Request) -> object:
         raise ProblemResponse(problem(415, "unsupported_content_encoding",
                                       "send the body without a Content-Encoding"))
     try:
-        return json.loads(await request.read())
-    except (UnicodeDecodeError, ValueError):
-        raise ProblemResponse(problem(400, "invalid_json", "the body is not JSON")) from None
+        async with asyncio.timeout(request.app.get(BODY_TIMEOUT, DEFAULT_BODY_TIMEOUT)):
+            raw = await request.read()
+    except TimeoutError:
+        response = problem(408, "request_timeout", "the body did not arrive in time")
+        response.force_close()
+        raise ProblemResponse(response) from None
     except web.RequestPayloadError:   # a body that ends early or does not decode
         raise ProblemResponse(problem(400, "invalid_request",
                                       "the body could not be read")) from None
+    try:
+        return json.loads(raw)
+    except (UnicodeDecodeError, ValueError):
+        raise ProblemResponse(problem(400, "invalid_json", "the body is not JSON")) from None
 
 
 #: Stable codes for the statuses aiohttp itself raises.
 HTTP_CODES = {
     400: "invalid_request",
+    408: "request_timeout",
     401: "unauthorized",
     404: "not_found",
     405: "method_not_allowed",

@@ -52,9 +52,25 @@ class _EdgeServer(web.Server):
         return _EdgeRequestHandler(self, loop=self._loop, **self._kwargs)
 
 
+#: Seconds a connection may stay without a complete request head (on a new connection,
+#: or idle between requests) before the edge closes it: a client that trickles its
+#: headers, or never sends any, does not hold a connection for good. (aiohttp's own
+#: default is an hour.) The body has its own deadline: ``gateway.edge.problems``.
+DEFAULT_IDLE_TIMEOUT = 15.0
+#: Seconds the edge keeps reading (and dropping) a refused request's unread body before
+#: it closes, so that the client sees the answer rather than a reset (aiohttp: 10).
+LINGERING_TIME = 2.0
+
+
 class EdgeRunner(web.AppRunner):
     """:class:`aiohttp.web.AppRunner` whose connections answer malformed requests with
-    problem+json and log them without their bytes (see the module docstring)."""
+    problem+json and log them without their bytes (see the module docstring), and close
+    after ``idle_timeout`` seconds without a complete request head."""
+
+    def __init__(self, app: web.Application, *, idle_timeout: float = DEFAULT_IDLE_TIMEOUT,
+                 **kwargs: Any) -> None:
+        kwargs.setdefault("lingering_time", LINGERING_TIME)
+        super().__init__(app, keepalive_timeout=idle_timeout, **kwargs)
 
     async def _make_server(self) -> web.Server:
         server = await super()._make_server()

@@ -1,7 +1,8 @@
 """Conversions between the payment records (``model.py``) and the ``paygate.v1`` messages.
 
 Pure functions, no I/O. Milliseconds since the epoch become
-``google.protobuf.Timestamp`` and back exactly; model enums map one to one on the
+``google.protobuf.Timestamp`` and back exactly (a caller's timestamp outside the
+protobuf range is refused with :class:`InvalidTimestamp`); model enums map one to one on the
 prefixed protobuf enums, whose ``*_UNSPECIFIED`` zero value is refused with
 :class:`InvalidEnum` (the service answers INVALID_ARGUMENT). Errors travel as a
 ``google.rpc.Status`` with one ``ErrorInfo`` detail: :func:`rich_status` builds
@@ -31,6 +32,18 @@ from gateway.payments.model import (
 
 #: ``ErrorInfo.domain`` of every error paygate returns.
 ERROR_DOMAIN: Final = "paygate.dev"
+#: The longest ``ErrorInfo`` metadata key or value :func:`rich_status` sends (characters,
+#: the ellipsis included): metadata may echo caller input, and the status travels in the
+#: trailers, which a client refuses beyond its metadata size limit.
+MAX_METADATA_CHARS: Final = 128
+#: The longest status message :func:`rich_status` sends (characters, ellipsis included).
+MAX_MESSAGE_CHARS: Final = 512
+#: What replaces the cut-off end of a bounded text.
+ELLIPSIS: Final = "\u2026"
+#: The range of ``google.protobuf.Timestamp.seconds``: 0001-01-01T00:00:00Z to
+#: 9999-12-31T23:59:59Z (``nanos`` is 0 to 999,999,999).
+TIMESTAMP_MIN_SECONDS: Final = -62_135_596_800
+TIMESTAMP_MAX_SECONDS: Final = 253_402_300_799
 
 _CAPTURE_METHODS: Final[dict[CaptureMethod, payments_pb2.CaptureMethod]] = {
     CaptureMethod.AUTOMATIC: payments_pb2.CAPTURE_METHOD_AUTOMATIC,
@@ -66,6 +79,15 @@ class InvalidEnum(ValueError):
         self.value = value
 
 
+class InvalidTimestamp(ValueError):
+    """A ``Timestamp`` field outside the protobuf range (seconds from 0001-01-01T00:00:00Z
+    to 9999-12-31T23:59:59Z, nanos 0 to 999,999,999)."""
+
+    def __init__(self, field: str) -> None:
+        super().__init__(f"{field}: timestamp out of range")
+        self.field = field
+
+
 # -- times ---------------------------------------------------------------------------------
 
 
@@ -78,6 +100,15 @@ def ms_to_timestamp(ms: int) -> Timestamp:
 def timestamp_to_ms(ts: Timestamp) -> int:
     """Milliseconds since the epoch of ``ts``; a sub-millisecond part is dropped (floor)."""
     return int(ts.seconds) * 1000 + int(ts.nanos) // 1_000_000
+
+
+def valid_timestamp_to_ms(ts: Timestamp, field: str) -> int:
+    """Like :func:`timestamp_to_ms` for a caller's ``field``; :class:`InvalidTimestamp`
+    when ``ts`` lies outside the protobuf Timestamp range."""
+    if not (TIMESTAMP_MIN_SECONDS <= ts.seconds <= TIMESTAMP_MAX_SECONDS
+            and 0 <= ts.nanos <= 999_999_999):
+        raise InvalidTimestamp(field)
+    return timestamp_to_ms(ts)
 
 
 # -- enums ---------------------------------------------------------------------------------
@@ -227,6 +258,11 @@ def refund_from_proto(msg: payments_pb2.Refund) -> Refund:
 # -- rich errors ---------------------------------------------------------------------------
 
 
+def bounded(text: str, limit: int) -> str:
+    """``text``, or its first ``limit - 1`` characters and :data:`ELLIPSIS` if longer."""
+    return text if len(text) <= limit else text[:limit - 1] + ELLIPSIS
+
+
 def rich_status(code_name: str, reason: str, message: str,
                 metadata: Mapping[str, str] | None = None) -> grpc.Status:
     """A ``grpc.Status`` carrying ``google.rpc.Status`` + ``ErrorInfo(reason, paygate.dev)``.
@@ -234,13 +270,17 @@ def rich_status(code_name: str, reason: str, message: str,
     ``code_name`` is a gRPC code name such as ``"FAILED_PRECONDITION"`` (a
     ``DomainError.status``); ``OK`` and unknown names raise ``ValueError``. Use it as
     ``await context.abort_with_status(rich_status(...))`` in a grpc.aio servicer.
+    Metadata keys and values longer than :data:`MAX_METADATA_CHARS`, and a message longer
+    than :data:`MAX_MESSAGE_CHARS`, are cut to that length (ending in :data:`ELLIPSIS`).
     """
     code = grpc.StatusCode.__members__.get(code_name)
     if code is None or code is grpc.StatusCode.OK:
         raise ValueError(f"not a gRPC error code name: {code_name!r}")
-    info = error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN,
-                                       metadata=dict(metadata or {}))
-    status = status_pb2.Status(code=code.value[0], message=message)
+    info = error_details_pb2.ErrorInfo(
+        reason=reason, domain=ERROR_DOMAIN,
+        metadata={bounded(k, MAX_METADATA_CHARS): bounded(v, MAX_METADATA_CHARS)
+                  for k, v in (metadata or {}).items()})
+    status = status_pb2.Status(code=code.value[0], message=bounded(message, MAX_MESSAGE_CHARS))
     status.details.add().Pack(info)
     return rpc_status.to_status(status)
 
