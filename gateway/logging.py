@@ -27,6 +27,7 @@ from codec.errors import mask_pan
 
 __all__ = [
     "ISO_SENSITIVE_FIELDS", "REDACTED", "SENSITIVE_KEYS", "configure_logging", "get_logger",
+    "has_card_data",
     "redact_card_data", "redact_text",
 ]
 
@@ -124,6 +125,12 @@ def redact_text(text: str) -> str:
     if out.count(".") >= 4:
         out = _JWE_RE.sub(JWE, out)
     return out
+
+
+def has_card_data(text: str) -> bool:
+    """Whether *text* holds what :func:`redact_text` would mask: a Luhn-valid PAN (12-19
+    digits, grouped or not), track data, or a compact JWE."""
+    return redact_text(text) != text
 
 
 def _is_sensitive_key(key: object, iso_message: bool) -> bool:

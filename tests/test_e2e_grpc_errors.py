@@ -55,8 +55,11 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     ({"currency": ""}, "currency_invalid"),
     ({"capture_method": pb.CAPTURE_METHOD_UNSPECIFIED}, "capture_method_invalid"),
     ({"metadata": {f"k{i}": "v" for i in range(51)}}, "metadata_invalid"),
+    ({"description": "card 4242424242424242"}, "card_data_in_description"),
+    ({"metadata": {"card": "4242 4242 4242 4242"}}, "card_data_in_metadata"),
 ], ids=["zero", "negative", "above-max", "unknown-currency", "upper-case-currency",
-        "no-currency", "unspecified-capture-method", "too-much-metadata"])
+        "no-currency", "unspecified-capture-method", "too-much-metadata",
+        "card-in-description", "card-in-metadata"])
 def test_create_refuses_invalid_arguments(gw: Gateway, fields: dict[str, Any],
                                           reason: str) -> None:
     """A malformed create is INVALID_ARGUMENT with the field's stable reason."""

@@ -113,6 +113,32 @@ def test_create_refuses_unknown_capture_method_and_long_description() -> None:
     assert refused(exc) == ("INVALID_ARGUMENT", "description_invalid")
 
 
+@pytest.mark.parametrize(("description", "metadata", "reason"), [
+    ("card 4111111111111111 cvc 123", None, "card_data_in_description"),
+    ("paid with 4111 1111 1111 1111", None, "card_data_in_description"),
+    (";4111111111111111=29121010000000000000?", None, "card_data_in_description"),
+    ("", {"pan": "4111-1111-1111-1111"}, "card_data_in_metadata"),
+    ("", {"4111111111111111": "key"}, "card_data_in_metadata"),
+])
+def test_create_refuses_card_data_in_free_text(description: str,
+                                               metadata: Mapping[str, str] | None,
+                                               reason: str) -> None:
+    """A card number or track data in the description or the metadata (keys too) is
+    refused: free text is stored and returned in clear, card data never is."""
+    with pytest.raises(DomainError) as exc:
+        machine.create_intent("acct_1", 100, "eur", "manual", description, metadata, NOW, IDS)
+    assert refused(exc) == ("INVALID_ARGUMENT", reason)
+    assert "4111" not in str(exc.value)
+
+
+def test_create_keeps_numbers_that_are_no_card_numbers() -> None:
+    """Order numbers that fail Luhn, or are shorter than 12 digits, are kept as sent."""
+    change = machine.create_intent("acct_1", 100, "eur", "manual", "order 4111111111111112",
+                                   {"invoice": "12345678901", "ref": "2026-11-23"}, NOW, IDS)
+    assert change.intent.description == "order 4111111111111112"
+    assert change.intent.metadata == {"invoice": "12345678901", "ref": "2026-11-23"}
+
+
 # -- confirm ------------------------------------------------------------------------------
 
 

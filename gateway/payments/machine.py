@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from gateway.logging import has_card_data
 from gateway.payments import money
 from gateway.payments.declines import APPROVAL_CODES, APPROVED, decline
 from gateway.payments.errors import DomainError
@@ -161,7 +162,10 @@ def create_intent(
     INVALID_ARGUMENT ``currency_invalid`` / ``amount_invalid`` (see
     :func:`gateway.payments.money.validate_amount`), ``capture_method_invalid``,
     ``description_invalid`` (over 1000 characters) or ``metadata_invalid``
-    (over 50 keys, empty key, key over 40 or value over 500 characters).
+    (over 50 keys, empty key, key over 40 or value over 500 characters), and
+    ``card_data_in_description`` / ``card_data_in_metadata`` when either holds a card
+    number (a Luhn-valid run of 12 to 19 digits, grouped or not), track data or a
+    compact JWE: free text is stored, replayed and returned in clear, card data never is.
     """
     if not merchant_id:
         raise ValueError("merchant_id must not be empty")
@@ -174,6 +178,9 @@ def create_intent(
     if not isinstance(description, str) or len(description) > DESCRIPTION_MAX:
         raise _invalid("description_invalid",
                        f"description must be text of at most {DESCRIPTION_MAX} characters")
+    if has_card_data(description):
+        raise _invalid("card_data_in_description",
+                       "description must not contain card data (a card number or track data)")
     intent = PaymentIntent(
         id=ids("pi"), merchant_id=merchant_id, amount=amount, currency=currency,
         capture_method=method, status=IntentStatus.REQUIRES_PAYMENT_METHOD, created=now,
@@ -476,6 +483,9 @@ def _metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
                        f"metadata: at most {METADATA_MAX_KEYS} keys, keys of 1 to "
                        f"{METADATA_KEY_MAX} and values of at most {METADATA_VALUE_MAX} "
                        "characters")
+    if any(has_card_data(k) or has_card_data(v) for k, v in metadata.items()):
+        raise _invalid("card_data_in_metadata",
+                       "metadata must not contain card data (a card number or track data)")
     return dict(metadata)
 
 
