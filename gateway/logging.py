@@ -17,6 +17,7 @@ import dataclasses
 import logging
 import re
 import sys
+import unicodedata
 from collections.abc import Mapping
 from typing import IO, Any, Final
 
@@ -128,9 +129,14 @@ def redact_text(text: str) -> str:
 
 
 def has_card_data(text: str) -> bool:
-    """Whether *text* holds what :func:`redact_text` would mask: a Luhn-valid PAN (12-19
-    digits, grouped or not), track data, or a compact JWE."""
-    return redact_text(text) != text
+    """Whether *text* holds what :func:`redact_text` would mask (a Luhn-valid PAN of 12-19
+    digits, grouped or not, track data, or a compact JWE), also once its characters are
+    in compatibility form (full-width or other Unicode digits) and with dots taken as
+    group separators (``4111.1111.1111.1111``)."""
+    plain = unicodedata.normalize("NFKC", text)
+    dotted = plain.replace(".", " ")
+    return redact_text(text) != text or redact_text(plain) != plain \
+        or redact_text(dotted) != dotted
 
 
 def _is_sensitive_key(key: object, iso_message: bool) -> bool:

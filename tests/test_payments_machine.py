@@ -117,6 +117,8 @@ def test_create_refuses_unknown_capture_method_and_long_description() -> None:
     ("card 4111111111111111 cvc 123", None, "card_data_in_description"),
     ("paid with 4111 1111 1111 1111", None, "card_data_in_description"),
     (";4111111111111111=29121010000000000000?", None, "card_data_in_description"),
+    ("4111.1111.1111.1111", None, "card_data_in_description"),
+    ("\uff14" + "\uff11" * 15, None, "card_data_in_description"),   # full-width digits
     ("", {"pan": "4111-1111-1111-1111"}, "card_data_in_metadata"),
     ("", {"4111111111111111": "key"}, "card_data_in_metadata"),
 ])

@@ -69,7 +69,7 @@ async def json_body(request: web.Request) -> object:
         response = problem(408, "request_timeout", "the body did not arrive in time")
         response.force_close()
         raise ProblemResponse(response) from None
-    except web.RequestPayloadError:   # a body that ends early or does not decode
+    except (web.RequestPayloadError, ConnectionError):   # cut short, or undecodable
         raise ProblemResponse(problem(400, "invalid_request",
                                       "the body could not be read")) from None
     try:

@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 from aiohttp import web
+from aiohttp.http_exceptions import ContentEncodingError
 
 from gateway.edge.problems import HTTP_CODES, problem
 
@@ -29,6 +30,13 @@ class _EdgeRequestHandler(web.RequestHandler):
 
     __slots__ = ()
 
+    def log_exception(self, *args: Any, **kw: Any) -> None:
+        """aiohttp's own failures (a body that does not decompress while it drains one,
+        say) by type only: their text and traceback may quote the request's bytes."""
+        exc = kw.get("exc_info")
+        log.warning("http_connection_failed", what=str(args[0]) if args else "",
+                    error=type(exc).__name__ if isinstance(exc, BaseException) else None)
+
     def handle_error(self, request: Any, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
         # ``message`` and ``exc`` quote the request's bytes: only their type is kept.
@@ -38,6 +46,9 @@ class _EdgeRequestHandler(web.RequestHandler):
             raise ConnectionError("a response is already on its way: the connection closes")
         if status >= 500:
             response = problem(status, "internal_error", "an unexpected error occurred")
+        elif isinstance(exc, ContentEncodingError):   # br, zstd...: refused at parse time
+            response = problem(415, "unsupported_content_encoding",
+                               "send the body without a Content-Encoding")
         else:
             response = problem(status, HTTP_CODES.get(status, "invalid_request"),
                                "the request is not valid HTTP/1.1 for this endpoint")
