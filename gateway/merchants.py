@@ -105,23 +105,43 @@ class MerchantDirectory:
     def from_data(cls, data: Any) -> MerchantDirectory:
         """From ``{"merchants": [{"id", "name", "publishable_keys", "allowed_origins",
         "card_acceptor_id", "mcc"}]}`` (all but ``id`` optional)."""
-        try:
-            return cls([Merchant(id=str(m["id"]), name=str(m.get("name", m["id"])),
-                                 publishable_keys=frozenset(m.get("publishable_keys", ())),
-                                 allowed_origins=tuple(m.get("allowed_origins", ())),
-                                 card_acceptor_id=str(m.get("card_acceptor_id", "")),
-                                 mcc=str(m.get("mcc", DEFAULT_MCC)))
-                        for m in data["merchants"]])
-        except (KeyError, TypeError) as exc:
-            raise MerchantConfigError(f"bad merchant directory: {exc!r}") from None
+        entries = data.get("merchants") if isinstance(data, dict) else None
+        if not isinstance(entries, list):
+            raise MerchantConfigError(
+                "the merchant directory must be an object with a merchants list")
+        merchants = []
+        for number, m in enumerate(entries):
+            if not isinstance(m, dict) or "id" not in m:
+                raise MerchantConfigError(
+                    f"merchants[{number}] must be an object with an id")
+            merchants.append(Merchant(
+                id=str(m["id"]), name=str(m.get("name", m["id"])),
+                publishable_keys=frozenset(_strings(m, "publishable_keys", number)),
+                allowed_origins=tuple(_strings(m, "allowed_origins", number)),
+                card_acceptor_id=str(m.get("card_acceptor_id", "")),
+                mcc=str(m.get("mcc", DEFAULT_MCC))))
+        return cls(merchants)
 
     @classmethod
     def load(cls, path: Path) -> MerchantDirectory:
         try:
-            data = json.loads(path.read_text("utf-8"))
+            text = path.read_text("utf-8")
         except (OSError, ValueError) as exc:
-            raise MerchantConfigError(f"cannot read {path}: {type(exc).__name__}") from None
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+            raise MerchantConfigError(f"cannot read {path}: {reason}") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise MerchantConfigError(f"{path} is not valid JSON: {exc}") from None
         return cls.from_data(data)
+
+
+def _strings(entry: dict[str, Any], key: str, number: int) -> list[str]:
+    """``entry[key]`` (absent: empty), which must be a list of strings."""
+    value = entry.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise MerchantConfigError(f"merchants[{number}].{key} must be a list of strings")
+    return value
 
 
 #: The embedded default: two demo merchants (two, so isolation can be shown).

@@ -43,6 +43,7 @@ from gateway.edge.checkout import DemoCheckout, add_checkout_routes, demo_origin
 from gateway.edge.runner import EdgeRunner
 from gateway.edge.server import bound_port
 from gateway.intake import CardIntake
+from gateway.listening import CannotListen, address, probe, reason
 from gateway.network import NetworkClient, SqliteStanStore, TraceAllocator
 from gateway.payments.service import PaymentService
 from gateway.payments.sqlite_store import SqlitePaymentStore
@@ -171,8 +172,12 @@ class Stack:
             self.ledger = Ledger(data / "netsim.db")
             exit_.callback(self.ledger.close)
             netsim_creds = Credentials(pki / "netsim.crt", pki / "netsim.key", pki / "ca.crt")
-            self.netsim = await exit_.enter_async_context(
-                NetSim(server_context(netsim_creds), self.ledger, host=host, port=port))
+            try:
+                self.netsim = await exit_.enter_async_context(
+                    NetSim(server_context(netsim_creds), self.ledger, host=host, port=port))
+            except OSError as exc:
+                raise CannotListen(address(host, port), reason(exc),
+                                   "the embedded netsim") from None
             port = self.netsim.port
         stans = SqliteStanStore(data / "stan.db", reserve=config.network.stan_reserve)
         exit_.callback(stans.close)
@@ -224,12 +229,17 @@ class Stack:
         exit_.callback(executor.shutdown)
         intake = CardIntake(hsm, vault, policy=config.intake.policy(), executor=executor)
         payments = PaymentsServicer(service, store)
-        self.server = server = build_server(
-            [(payments_pb2_grpc.add_PaymentsServicer_to_server, payments),
-             (tokens_pb2_grpc.add_TokensServicer_to_server, TokensServicer(intake))],
-            listen=config.grpc.listen, tls=config.grpc.tls.credentials(),
-            identity_policy=policy, rate_limiter=limiter,
-            max_concurrent_rpcs=config.grpc.max_concurrent_rpcs)
+        grpc_host, grpc_port = split_listen(config.grpc.listen)
+        try:
+            self.server = server = build_server(
+                [(payments_pb2_grpc.add_PaymentsServicer_to_server, payments),
+                 (tokens_pb2_grpc.add_TokensServicer_to_server, TokensServicer(intake))],
+                listen=config.grpc.listen, tls=config.grpc.tls.credentials(),
+                identity_policy=policy, rate_limiter=limiter,
+                max_concurrent_rpcs=config.grpc.max_concurrent_rpcs)
+        except OSError:   # grpc does not say why: find out with a plain socket
+            why = await asyncio.to_thread(probe, grpc_host, grpc_port)
+            raise CannotListen(config.grpc.listen, why, "the gRPC API") from None
         await server.start()
         # On the way out (last in, first out): stop the server, then let the mutating
         # calls it leaves running finish their bookkeeping before the network link closes.
@@ -237,7 +247,6 @@ class Stack:
         exit_.push_async_callback(server.stop, config.grpc.grace_seconds)
 
         app = create_app(intake, hsm, merchants, max_body=config.http.max_body)
-        grpc_host, _ = split_listen(config.grpc.listen)
         first = next(iter(merchants))
         checkout = None
         if self.demo_checkout:
@@ -253,7 +262,11 @@ class Stack:
         exit_.push_async_callback(runner.cleanup)
         http_host, http_port = split_listen(config.http.listen)
         site = web.TCPSite(runner, http_host, http_port)
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CannotListen(address(http_host, http_port), reason(exc),
+                               "the HTTP edge") from None
         if checkout is not None:
             # The demo merchant's page is served on the edge's own socket under another
             # host name; that origin (known only now, port 0 picks one) may frame the card.

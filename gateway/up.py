@@ -126,11 +126,15 @@ async def serve_until_signal(config: Any, *, announce: bool = True, demo: bool =
 
 def _up(args: argparse.Namespace) -> int:
     from gateway.config import ConfigError
+    from gateway.listening import CannotListen
     from gateway.logging import configure_logging
 
     if args.demo and args.no_netsim:
         print("paygate up: --demo checks its payments against the embedded netsim's ledger; "
               "it cannot be combined with --no-netsim")
+        return 2
+    if args.exit_after_demo and not args.demo:
+        print("paygate up: --exit-after-demo stops after the demo; it needs --demo")
         return 2
     try:
         config = stack_config(args)
@@ -138,7 +142,11 @@ def _up(args: argparse.Namespace) -> int:
         print(f"paygate up: {exc}")
         return 2
     configure_logging(config.logging.level, json=config.logging.json)
-    return run(serve_until_signal(config, demo=args.demo,
-                                  exit_after_demo=args.exit_after_demo,
-                                  embedded_netsim=not args.no_netsim,
-                                  demo_checkout=not args.no_demo_checkout), args.loop)
+    try:
+        return run(serve_until_signal(config, demo=args.demo,
+                                      exit_after_demo=args.exit_after_demo,
+                                      embedded_netsim=not args.no_netsim,
+                                      demo_checkout=not args.no_demo_checkout), args.loop)
+    except CannotListen as exc:   # the stack has closed what it had started
+        print(f"paygate up: {exc}")
+        return 1

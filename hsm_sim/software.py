@@ -88,12 +88,18 @@ def parse_master_key(text: str) -> bytes:
 
 def load_master_key(directory: Path, environ: dict[str, str] | None = None) -> bytes:
     """The master key: from the environment if set, else from ``master.key`` (created
-    0600 when missing). Refuses a key file readable or writable by group or others."""
+    0600 when missing, unless a key store already exists: then it is refused, as a new
+    master key could not open it). Refuses a key file readable or writable by group or
+    others."""
     env = os.environ if environ is None else environ
     if env.get(MASTER_KEY_ENV):
         return parse_master_key(env[MASTER_KEY_ENV])
     path = directory / MASTER_KEY_FILE
     if not path.exists():
+        store = directory / KEYSTORE_FILE
+        if store.exists():
+            raise KeyStoreError(f"master key file {path} is missing; it is needed to open "
+                                f"the existing key store {store}")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.write(fd, secrets.token_bytes(32))
@@ -108,6 +114,45 @@ def load_master_key(directory: Path, environ: dict[str, str] | None = None) -> b
     if len(key) != 32:
         raise KeyStoreError(f"master key file {path} does not hold 32 bytes")
     return key
+
+
+_STR: Final = (str, "a string")
+_INT: Final = (int, "an integer")
+_TOP_FIELDS: Final = {"kek": _STR, "fingerprint_key": _STR, "jwe_keys": (list, "a list"),
+                      "deks": (list, "a list"), "active_kid": _STR, "active_dek": _INT}
+_JWE_FIELDS: Final = {"kid": _STR, "alg": _STR, "status": _STR, "created": _INT,
+                      "private": _STR}
+_DEK_FIELDS: Final = {"version": _INT, "status": _STR, "created": _INT, "wrapped": _STR}
+
+
+def _check_fields(path: Path, where: str, obj: dict[str, Any],
+                  fields: dict[str, tuple[type, str]]) -> None:
+    for name, (kind, what) in fields.items():
+        value = obj.get(name)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise KeyStoreError(f"key store {path} is not a key store "
+                                f"({where}{name} is not {what})")
+
+
+def check_keystore_doc(path: Path, doc: object) -> dict[str, Any]:
+    """``doc`` (the parsed ``keystore.json`` at ``path``) if it has the key store's
+    shape, else KeyStoreError naming the first field that is wrong."""
+    if not isinstance(doc, dict):
+        raise KeyStoreError(f"key store {path} is not a key store (expected a JSON object)")
+    if doc.get("format") != _FORMAT:
+        raise KeyStoreError(f"key store {path} has an unknown format")
+    _check_fields(path, "", doc, _TOP_FIELDS)
+    for section, fields in (("jwe_keys", _JWE_FIELDS), ("deks", _DEK_FIELDS)):
+        for i, entry in enumerate(doc[section]):
+            if not isinstance(entry, dict):
+                raise KeyStoreError(f"key store {path} is not a key store "
+                                    f"({section}[{i}] is not a JSON object)")
+            _check_fields(path, f"{section}[{i}].", entry, fields)
+    if doc["active_kid"] not in {e["kid"] for e in doc["jwe_keys"]}:
+        raise KeyStoreError(f"key store {path} is not a key store (active_kid names no key)")
+    if doc["active_dek"] not in {e["version"] for e in doc["deks"]}:
+        raise KeyStoreError(f"key store {path} is not a key store (active_dek names no DEK)")
+    return doc
 
 
 @dataclass
@@ -168,12 +213,17 @@ class SoftwareHsm:
         return _b64(nonce + self._store_key.encrypt(nonce, data, label.encode()))
 
     def _decrypt(self, label: str, text: str) -> bytes:
-        raw = _unb64(text)
+        path = self._dir / KEYSTORE_FILE
+        try:
+            raw = _unb64(text)
+        except ValueError:
+            raise KeyStoreError(f"key store {path} is not a key store "
+                                f"({label} is not base64)") from None
         try:
             return self._store_key.decrypt(raw[:NONCE_LEN], raw[NONCE_LEN:], label.encode())
-        except InvalidTag:
-            raise KeyStoreError("the master key does not open this key store "
-                                f"({self._dir / KEYSTORE_FILE})") from None
+        except (ValueError, InvalidTag):
+            raise KeyStoreError(f"the master key does not open this key store ({path})"
+                                ) from None
 
     def _load(self, path: Path) -> None:
         mode = stat.S_IMODE(path.stat().st_mode)
@@ -184,8 +234,7 @@ class SoftwareHsm:
             doc = json.loads(path.read_text("utf-8"))
         except (OSError, ValueError) as exc:
             raise KeyStoreError(f"key store {path} is unreadable: {type(exc).__name__}") from None
-        if doc.get("format") != _FORMAT:
-            raise KeyStoreError(f"key store {path} has an unknown format")
+        doc = check_keystore_doc(path, doc)
         self._kek = self._decrypt("kek", doc["kek"])
         self._fp_key = self._decrypt("fingerprint", doc["fingerprint_key"])
         for entry in doc["jwe_keys"]:
@@ -194,7 +243,11 @@ class SoftwareHsm:
             self._jwe[entry["kid"]] = _JweKey(entry["kid"], entry["alg"], entry["status"],
                                              entry["created"], cast(rsa.RSAPrivateKey, key))
         for entry in doc["deks"]:
-            wrapped = _unb64(entry["wrapped"])
+            try:
+                wrapped = _unb64(entry["wrapped"])
+            except ValueError:
+                raise KeyStoreError(f"key store {path} is not a key store "
+                                    f"(DEK v{entry['version']} is not base64)") from None
             self._wrapped_deks[entry["version"]] = wrapped
             self._deks[entry["version"]] = _Dek(entry["version"], entry["status"],
                                                 entry["created"], self._unwrap_dek(wrapped))
@@ -204,7 +257,7 @@ class SoftwareHsm:
     def _unwrap_dek(self, wrapped: bytes) -> AESGCM:
         try:
             return AESGCM(aes_key_unwrap(self._kek, wrapped))
-        except InvalidUnwrap:
+        except (ValueError, InvalidUnwrap):
             raise KeyStoreError("a DEK does not unwrap under the KEK") from None
 
     def _save(self) -> None:

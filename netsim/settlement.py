@@ -33,11 +33,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 from types import MappingProxyType
+from typing import Final
 
 from netsim.ledger import Entry, Ledger
 from netsim.rules import APPROVED, EntryKind
 
 __all__ = [
+    "MAX_DIGITS",
     "Detail",
     "Header",
     "Settlement",
@@ -285,9 +287,16 @@ def parse_settlement_text(text: str) -> Settlement:
     return Settlement(header, tuple(details), Trailer(count, MappingProxyType(totals)))
 
 
+# The most digits an unpadded number (a sequence, count or total) may have: its value
+# then fits in 64 bits, and no absurd field reaches int() (which refuses 4300 digits).
+MAX_DIGITS: Final = 18
+
+
 def _digits(value: str, width: int | None, what: str, line: int) -> str:
     if not value.isascii() or not value.isdigit() or (width is not None and len(value) != width):
         raise SettlementError(f"{what} must be {width or 'some'} digits", line)
+    if width is None and len(value) > MAX_DIGITS:
+        raise SettlementError(f"{what} must be at most {MAX_DIGITS} digits", line)
     return value
 
 

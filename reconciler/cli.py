@@ -7,7 +7,8 @@
   0600) and records the actions in ``settlement_actions`` of ``DIR/paygate.db`` with
   ``INSERT OR IGNORE`` (running it again on the same file changes nothing). Exit
   status: 0 all matched, 1 alerts or actions, 2 a bad or unreadable file (nothing is
-  written then) or a missing database.
+  written then), an input or report path that is not a regular file, or a missing
+  database.
 * ``paygate reconcile run [--once]`` (also the default, ``paygate reconcile [--once]``):
   the worker that resolves unknown attempts (``reconciler.run_cli``).
 """
@@ -18,6 +19,7 @@ import argparse
 import gc
 import json
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -145,6 +147,36 @@ def _fail(message: str) -> int:
     return 2
 
 
+def _not_regular(path: Path) -> str | None:
+    """Why the settlement file at ``path`` must not be opened (a FIFO would block the
+    open, a device never ends), or None; a missing file is left to the open."""
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return None
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _unwritable(out: Path) -> str | None:
+    """Why the report must not be written to ``out`` (it is replaced, not written
+    into: a directory would fail after the match, a device would be replaced), or
+    None. Missing directories are created."""
+    try:
+        mode = out.stat().st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        mode = None                     # a parent that is not a directory: below
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    if mode is not None and stat.S_ISDIR(mode):
+        return "it is a directory"
+    if mode is not None and not stat.S_ISREG(mode):
+        return "it exists and is not a regular file"
+    for parent in out.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is not a directory"
+    return None
+
+
 def settle(args: argparse.Namespace) -> int:
     """The ``settlement`` subcommand."""
     # Millions of small tuples and no reference cycles: the cyclic collector would only
@@ -161,6 +193,9 @@ def _settle(args: argparse.Namespace) -> int:
 
     path: Path = args.file
     db_path: Path = args.data_dir / "paygate.db"
+    refused = _not_regular(path)
+    if refused:
+        return _fail(f"{path}: cannot read the settlement file: {refused}")
     try:
         reader = SettlementReader(path)
     except SettlementError as exc:
@@ -174,6 +209,10 @@ def _settle(args: argparse.Namespace) -> int:
             return _fail(f"{path} is the settlement of {day}, not of {args.day}")
         if not db_path.is_file():
             return _fail(f"no database at {db_path} (use --data-dir)")
+        out: Path = args.json or args.data_dir / "reports" / f"settlement-{day.isoformat()}.json"
+        refused = _unwritable(out)
+        if refused:
+            return _fail(f"cannot write the report to {out}: {refused}")
         # Every check of the file runs on the other core while this process matches the
         # lines as they come; nothing is written until the check says the file is whole.
         check = BackgroundCheck(path)
@@ -195,10 +234,11 @@ def _settle(args: argparse.Namespace) -> int:
             return _fail(f"{path}: bad settlement file: {exc}")
         except OSError as exc:
             return _fail(f"{path}: cannot read: {exc}")
+        except RuntimeError as exc:     # the check itself failed: nothing is written
+            return _fail(f"{path}: the settlement file could not be checked: {exc}")
         if failure is not None or count != matcher.lines:
             return _fail(f"{path}: bad settlement file: {failure or 'details changed while read'}")
     result = matcher.finish(totals)
-    out: Path = args.json or args.data_dir / "reports" / f"settlement-{day.isoformat()}.json"
     write_report(out, build_report(result, header, path.name))
     new = record_actions(db_path, result.actions, int(time.time() * 1000))
     print(render_table(result, header))

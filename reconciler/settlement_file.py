@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, NamedTuple
 
-from netsim.settlement import Detail, SettlementError, Totals
+from netsim.settlement import MAX_DIGITS, Detail, SettlementError, Totals
 
 __all__ = ["BackgroundCheck", "Header", "NetLine", "SettlementError", "SettlementReader",
            "check_settlement", "read_settlement"]
@@ -99,6 +99,8 @@ def _is_detail(line: str) -> bool:
 def _digits(value: str, width: int | None, what: str, line: int) -> str:
     if not value.isascii() or not value.isdigit() or (width is not None and len(value) != width):
         raise SettlementError(f"{what} must be {width or 'some'} digits", line)
+    if width is None and len(value) > MAX_DIGITS:
+        raise SettlementError(f"{what} must be at most {MAX_DIGITS} digits", line)
     return value
 
 
@@ -187,7 +189,8 @@ class SettlementReader:
     def _details(self) -> Iterator[NetLine]:
         day_s = self.header.day.isoformat()
         fast = re.compile(
-            r"D\|([0-9]+)\|" + re.escape(day_s) + r"\|([0-9]{6})\|([0-9]{4})\|([0-9]{6})\|"
+            rf"D\|([0-9]{{1,{MAX_DIGITS}}})\|" + re.escape(day_s)
+            + r"\|([0-9]{6})\|([0-9]{4})\|([0-9]{6})\|"
             r"([0-9]{6})\|([^|\n%]*)\|([^|\n%]*)\|([0-9]{12})\|([0-9]{3})\|([DCM])\|"
             r"([^|\n%]*)\|([^|\n%]*)\|((?:[0-9]{6})?)\n").fullmatch
         sums: dict[tuple[str, str], int] = {}
@@ -343,7 +346,8 @@ class BackgroundCheck:
 
     def result(self) -> tuple[int, dict[str, Totals]]:
         """The number of details and the totals; :class:`SettlementError` if the file is
-        malformed, :class:`OSError` if it cannot be read."""
+        malformed, :class:`OSError` if it cannot be read, :class:`RuntimeError` (saying
+        why) if the check itself failed."""
         if self._process is None:
             return check_settlement(self.path)
         try:
@@ -359,7 +363,7 @@ class BackgroundCheck:
             raise SettlementError(verdict[1])
         if verdict[0] == "unreadable":
             raise OSError(verdict[1])
-        raise RuntimeError(f"checking {self.path} failed: {verdict[1]}")
+        raise RuntimeError(verdict[1])
 
     def cancel(self) -> None:
         """Stop the check (the caller gave up)."""

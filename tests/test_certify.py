@@ -23,10 +23,10 @@ from gateway.config import ConfigError, load_config
 from gateway.payments import messages
 from gateway.payments.machine import Unknown
 from netsim.certify import SUITES
-from netsim.certify.matchers import Exact, Mismatch, Seen, shown
+from netsim.certify.matchers import CaseError, Exact, Mismatch, Seen, shown
 from netsim.certify.recorder import Recorder
 from netsim.certify.replay_cli import load_script
-from netsim.certify.script import load_suite
+from netsim.certify.script import load_case, load_suite
 
 PAYGATE = str(Path(sys.executable).with_name("paygate"))
 BASE = SUITES / "base"
@@ -223,3 +223,39 @@ def test_replay_command_reads_a_case_file_with_its_suite_templates() -> None:
     exchanges = load_script(BASE / "void.json")
     assert [e.mti for e in exchanges] == ["0100", "0400"]
     assert exchanges[0].fields["22"] == Exact("812")   # from the suite's 0100 template
+
+
+def test_numbers_outside_the_schema_are_refused_at_load(tmp_path: Path) -> None:
+    """Amounts outside 1..999999999999 (0.. for actions), negative delays and seconds and a
+    timeout that is not > 0 are refused when the case loads, naming the JSON path."""
+    base = json.loads((BASE / "capture-partial.json").read_text())
+    path = tmp_path / "case.json"
+    bad: list[tuple[str, Any, str]] = [
+        ("payment.amount", -5, "minor units from 1 to 999999999999"),
+        ("payment.amount", 0, "minor units from 1 to 999999999999"),
+        ("payment.amount", 10**30, "minor units from 1 to 999999999999"),
+        ("actions[0].amount", 10**12, "minor units from 0 to 999999999999"),
+        ("actions[0].amount", -1, "minor units from 0 to 999999999999"),
+        ("actions[0].seconds", -1, "seconds >= 0"),
+        ("exchanges[0].reply.delay", -1, "seconds >= 0"),
+        ("timeout", -1, "seconds > 0"),
+        ("timeout", 0, "seconds > 0"),
+        ("timeout", float("nan"), "seconds > 0"),
+    ]
+    for where, value, expected in bad:
+        case = json.loads(json.dumps(base))
+        if where == "payment.amount":
+            case["payment"]["amount"] = value
+        elif where.startswith("actions"):
+            case["actions"][0][where.rsplit(".", 1)[1]] = value
+        elif where.startswith("exchanges"):
+            case["exchanges"][0]["reply"]["delay"] = value
+        else:
+            case["timeout"] = value
+        path.write_text(json.dumps(case))
+        with pytest.raises(CaseError) as exc:
+            load_case(path)
+        assert str(exc.value) == f"{path}: $.{where}: expected {expected}", (where, value)
+    base["payment"]["amount"] = 999_999_999_999
+    path.write_text(json.dumps(base))
+    assert load_case(path).payment.amount == 999_999_999_999

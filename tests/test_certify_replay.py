@@ -5,6 +5,7 @@ replay against a gateway whose 0100 differs names the field."""
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import Pki
 
 from gateway.api.server import client_channel
 from gateway.devcerts import write_dev_certs
@@ -22,9 +24,10 @@ from gateway.stack import Stack
 from netsim import Ledger, NetSim
 from netsim.certify import SUITES
 from netsim.certify.host import ReplayHost
-from netsim.certify.matchers import Mismatch
+from netsim.certify.matchers import CaseError, Mismatch
 from netsim.certify.recorder import Recorder
 from netsim.certify.recording import load_recording
+from netsim.certify.replay_cli import load_script
 from netsim.certify.runner import CaseResult, Client, certify_config, perform, run_suite
 from netsim.certify.script import Action, Case, Outcome, Payment, load_suite
 
@@ -166,3 +169,64 @@ def test_certify_a_gateway_started_separately(tmp_path: Path) -> None:
     results = asyncio.run(main())
     assert [(r.name, r.mismatches) for r in results] == [
         (name, []) for name in ["connect", *names]]
+
+
+def _replay_file(pki: Pki, path: Path) -> subprocess.CompletedProcess[str]:
+    creds = pki.netsim
+    return subprocess.run([PAYGATE, "netsim", "replay", "--cert", str(creds.cert),
+                           "--key", str(creds.key), "--ca", str(creds.ca), "--port", "0",
+                           "--timeout", "2", str(path)],
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_replay_refuses_a_file_that_is_not_utf8(pki: Pki, tmp_path: Path) -> None:
+    """`paygate netsim replay` refuses a file of invalid UTF-8 (exit 2) the way certify does."""
+    path = tmp_path / "bad.json"
+    path.write_bytes(b'{"name": "\xff\xfe"}')
+    run = _replay_file(pki, path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"{path}: cannot read JSON: 'utf-8' codec can't decode" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_json_nested_too_deeply_is_a_load_error(pki: Pki, tmp_path: Path) -> None:
+    """Deeply nested JSON is a load error (exit 2) in `netsim replay` and `certify`, and a
+    recording line nested too deeply is named by its line number."""
+    folder = tmp_path / "suite"
+    folder.mkdir()
+    deep = folder / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    message = f"{deep}: not valid JSON (nested too deeply)"
+    run = _replay_file(pki, deep)
+    assert run.returncode == 2 and message in run.stderr, run.stdout + run.stderr
+    run = subprocess.run([PAYGATE, "certify", str(folder), "--case", "deep"],
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert run.returncode == 2 and message in run.stderr, run.stdout + run.stderr
+    recording = tmp_path / "deep.jsonl"
+    recording.write_text('{"t": 0, "dir": "in", "mti": "0800", "fields": {}, "hex": null}\n'
+                         + "[" * 100_000 + "]" * 100_000 + "\n")
+    with pytest.raises(CaseError, match=r"deep\.jsonl:2: not valid JSON \(nested too deeply\)"):
+        load_script(recording)
+
+
+def test_replay_refuses_an_empty_file(pki: Pki, tmp_path: Path) -> None:
+    """`paygate netsim replay` of an empty file exits 2 instead of passing 0 of 0 exchanges."""
+    path = tmp_path / "empty.jsonl"
+    path.write_bytes(b"")
+    run = _replay_file(pki, path)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert f"{path}: empty, nothing to replay" in run.stderr
+
+
+def test_replay_names_what_a_case_file_lacks(tmp_path: Path) -> None:
+    """A case file without `exchanges` is refused naming the missing key, and a JSON array
+    as neither a case nor a recording, not with the recording-line message."""
+    case = json.loads((SUITES / "base" / "void.json").read_text())
+    del case["exchanges"]
+    path = tmp_path / "void.json"
+    path.write_text(json.dumps(case, indent=2))
+    with pytest.raises(CaseError, match=r"void\.json: \$: missing 'exchanges'$"):
+        load_script(path)
+    path.write_text(json.dumps([case], indent=2))
+    with pytest.raises(CaseError, match=r"void\.json: \$: expected a case .* not an array$"):
+        load_script(path)

@@ -122,6 +122,24 @@ def test_hsm_commands_open_the_hsm_the_gateways_configuration_names(tmp_path: Pa
     assert refused.returncode == 2 and "hsm.backend" in refused.stdout, refused.stdout
 
 
+def test_hsm_commands_report_a_damaged_key_store_without_a_traceback(tmp_path: Path) -> None:
+    """`paygate hsm keys` on a key store that is a JSON list, or missing its master key,
+    exits 1 with the KeyStoreError message and no traceback."""
+    assert _run("hsm", "--data-dir", str(tmp_path), "keys").returncode == 0
+    store, master = tmp_path / "hsm" / "keystore.json", tmp_path / "hsm" / "master.key"
+    text = store.read_text()
+    store.write_text("[]")
+    listed = _run("hsm", "--data-dir", str(tmp_path), "keys")
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr, listed.stderr
+    assert "is not a key store (expected a JSON object)" in listed.stdout
+    store.write_text(text)
+    master.unlink()
+    listed = _run("hsm", "--data-dir", str(tmp_path), "keys")
+    assert listed.returncode == 1 and "Traceback" not in listed.stderr, listed.stderr
+    assert f"master key file {master} is missing" in listed.stdout
+    assert not master.exists()
+
+
 def test_pki_init_writes_working_credentials(tmp_path: Path) -> None:
     """`paygate pki init` writes a CA and netsim/gateway credentials that build mTLS
     contexts, with private keys readable by the owner only."""

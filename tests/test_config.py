@@ -352,3 +352,17 @@ def test_config_show_command(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=60, check=False,
                           env=_clean_env())
     assert proc.returncode == 1 and "grpc.max_concurrent_rpcs" in proc.stderr
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    """A config file of invalid UTF-8 raises ConfigError, and `paygate config show` says
+    so without a traceback."""
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML: not UTF-8"):
+        load_config(bad, {})
+    proc = subprocess.run([PAYGATE, "config", "show", "--config", str(bad)],
+                          capture_output=True, text=True, timeout=60, check=False,
+                          env=_clean_env())
+    assert proc.returncode == 1 and "not valid TOML: not UTF-8" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -3,9 +3,12 @@ only its owner can read."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -80,3 +83,64 @@ def test_an_unreadable_key_store_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "hsm" / KEYSTORE_FILE).write_text("{not json")
     with pytest.raises(KeyStoreError, match="unreadable"):
         SoftwareHsm(tmp_path / "hsm", environ={})
+
+
+def _rewrite_store(directory: Path, change: Callable[[dict[str, Any]], object]) -> None:
+    path = directory / KEYSTORE_FILE
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps(change(doc)))
+
+
+def _set(doc: dict[str, Any], path: tuple[str | int, ...], value: object) -> dict[str, Any]:
+    target: Any = doc
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return doc
+
+
+def test_a_key_store_that_is_not_a_json_object_is_refused(tmp_path: Path) -> None:
+    """A key store whose JSON is a list raises KeyStoreError naming the file."""
+    SoftwareHsm(tmp_path / "hsm", environ={})
+    _rewrite_store(tmp_path / "hsm", lambda doc: [])
+    with pytest.raises(KeyStoreError, match="is not a key store \\(expected a JSON object\\)"):
+        SoftwareHsm(tmp_path / "hsm", environ={})
+
+
+@pytest.mark.parametrize(("where", "value"), [
+    (("jwe_keys",), "keys"),
+    (("deks",), {"version": 1}),
+    (("kek",), 7),
+    (("active_dek",), "1"),
+    (("active_dek",), 99),
+    (("active_kid",), "sw-nobody"),
+    (("jwe_keys", 0), 5),
+    (("deks", 0), None),
+    (("jwe_keys", 0, "kid"), ["x"]),
+    (("jwe_keys", 0, "private"), None),
+    (("deks", 0, "version"), True),
+    (("deks", 0, "wrapped"), "not base64!"),
+    (("kek",), "not base64!"),
+])
+def test_a_key_store_with_wrong_nested_types_is_refused(
+        tmp_path: Path, where: tuple[str | int, ...], value: object) -> None:
+    """A key store field of the wrong type or shape raises KeyStoreError, not TypeError,
+    KeyError or AttributeError."""
+    SoftwareHsm(tmp_path / "hsm", environ={})
+    _rewrite_store(tmp_path / "hsm", lambda doc: _set(doc, where, value))
+    with pytest.raises(KeyStoreError):
+        SoftwareHsm(tmp_path / "hsm", environ={})
+
+
+def test_a_missing_master_key_beside_a_key_store_is_refused_and_nothing_written(
+        tmp_path: Path) -> None:
+    """With the key store present and master.key gone, start-up names both files and
+    writes no new master key."""
+    SoftwareHsm(tmp_path / "hsm", environ={})
+    (tmp_path / "hsm" / MASTER_KEY_FILE).unlink()
+    before = sorted(p.name for p in (tmp_path / "hsm").iterdir())
+    with pytest.raises(KeyStoreError, match=r"master key file .* is missing; it is needed to "
+                                            r"open the existing key store .*keystore\.json"):
+        SoftwareHsm(tmp_path / "hsm", environ={})
+    assert sorted(p.name for p in (tmp_path / "hsm").iterdir()) == before
+    assert not (tmp_path / "hsm" / MASTER_KEY_FILE).exists()

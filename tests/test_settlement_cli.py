@@ -3,8 +3,10 @@ netsim, netsim's settlement file of the day, then the command as a subprocess.""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import stat
 import subprocess
@@ -167,3 +169,89 @@ def test_a_file_of_another_day_or_a_missing_database_exits_2(real_day: RealDay,
     assert empty.returncode == 2 and "no database" in empty.stderr
     missing = _reconcile(str(tmp_path / "nothing.txt"), "--data-dir", str(real_day.data_dir))
     assert missing.returncode == 2 and "cannot read" in missing.stderr
+
+
+def _refused(proc: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and all(w in proc.stderr for w in words), proc.stderr
+
+
+HUGE = "9" * 5000      # more digits than int() converts (4300)
+
+
+@pytest.mark.parametrize("where", ["S", "T", "D"])
+def test_a_number_of_thousands_of_digits_exits_2_naming_its_line(
+        real_day: RealDay, tmp_path: Path, where: str) -> None:
+    """A count, total or sequence number of 5000 digits is a bad file naming the line, not
+    a traceback, and nothing is written."""
+    lines = real_day.file.read_text().split("\n")
+    number = next(i for i, line in enumerate(lines) if line.startswith(f"{where}|"))
+    fields = lines[number].split("|")
+    fields[1 if where == "D" else 2] = HUGE
+    lines[number] = "|".join(fields)
+    bad = tmp_path / "huge.txt"
+    bad.write_text("\n".join(lines))
+    before = _actions(real_day.data_dir)
+    out = tmp_path / "report.json"
+    proc = _reconcile(str(bad), "--data-dir", str(real_day.data_dir), "--json", str(out))
+    what = {"S": "count or total", "T": "currencies", "D": "sequence"}[where]
+    _refused(proc, "bad settlement file", f"line {number + 1}: {what} must be at most 18 digits")
+    assert not out.exists() and _actions(real_day.data_dir) == before
+
+
+def test_a_failed_check_exits_2_without_a_traceback(
+        real_day: RealDay, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Any failure of the background check (not a bad line) is a clean error: exit 2, no
+    report."""
+    import reconciler.settlement_file
+    from reconciler import cli
+
+    def broken(path: object) -> None:
+        raise ValueError("the checker broke")
+
+    monkeypatch.setattr(reconciler.settlement_file, "check_settlement", broken)
+    out = tmp_path / "report.json"
+    args = argparse.Namespace(file=real_day.file, data_dir=real_day.data_dir, json=out,
+                              day=None)
+    assert cli.settle(args) == 2
+    err = capsys.readouterr().err
+    assert "could not be checked" in err and "the checker broke" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["directory", "fifo", "under a file"])
+def test_a_report_path_that_is_not_a_regular_file_is_refused_before_matching(
+        real_day: RealDay, tmp_path: Path, kind: str) -> None:
+    """--json naming a directory, a FIFO or a path under a file exits 2 before matching,
+    leaving it as it was and recording nothing."""
+    out = tmp_path / "out"
+    if kind == "directory":
+        out.mkdir()
+    elif kind == "fifo":
+        os.mkfifo(out)
+    else:
+        out.write_text("a file")
+        out = out / "report.json"
+    before = _actions(real_day.data_dir)
+    proc = _reconcile(str(real_day.file), "--data-dir", str(real_day.data_dir),
+                      "--json", str(out))
+    _refused(proc, f"cannot write the report to {out}")
+    if kind == "directory":
+        assert out.is_dir() and list(out.iterdir()) == []
+    elif kind == "fifo":
+        assert stat.S_ISFIFO(out.stat().st_mode)
+    else:
+        assert out.parent.read_text() == "a file"
+    assert _actions(real_day.data_dir) == before and proc.stdout == ""
+
+
+def test_an_input_that_is_a_fifo_is_refused_without_blocking(real_day: RealDay,
+                                                              tmp_path: Path) -> None:
+    """A FIFO as the settlement file exits 2 at once (it would block the open forever)."""
+    fifo = tmp_path / "settlement.txt"
+    os.mkfifo(fifo)
+    proc = subprocess.run([PAYGATE, "reconcile", "settlement", str(fifo), "--data-dir",
+                           str(real_day.data_dir)], capture_output=True, text=True,
+                          timeout=20, check=False)
+    _refused(proc, str(fifo), "not a regular file")

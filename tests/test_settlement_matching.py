@@ -433,6 +433,37 @@ def test_a_tampered_file_is_refused_as_netsim_refuses_it(
     assert str(background.value) == str(theirs.value)
 
 
+HUGE = "9" * 5000      # more digits than int() converts (4300)
+TOO_LONG = [
+    ("a sequence number", lambda t: t.replace("\nD|2|", f"\nD|{HUGE}|", 1), "sequence"),
+    ("a sequence number of 19 digits",
+     lambda t: t.replace("\nD|2|", "\nD|0000000000000000002|", 1), "sequence"),
+    ("a count or total", lambda t: t.replace("\nS|978|", f"\nS|978|{HUGE}", 1),
+     "count or total"),
+    ("the trailer's count", lambda t: t.replace("\nT|", f"\nT|{HUGE}", 1), "count"),
+]
+
+
+@pytest.mark.parametrize(("what", "tamper", "field"), TOO_LONG, ids=[t[0] for t in TOO_LONG])
+def test_a_number_of_too_many_digits_is_refused_by_every_parser(
+        tmp_path: Path, what: str, tamper: object, field: str) -> None:
+    """A sequence, count or total longer than 18 digits is a SettlementError naming the
+    field and its line, from netsim's parser, the reader and the background check alike."""
+    path = tmp_path / "day.txt"
+    path.write_text(tamper(render_settlement(_settlement(sample_day()))),  # type: ignore[operator]
+                    encoding="ascii")
+    with pytest.raises(SettlementError) as theirs:
+        parse_settlement(path)
+    assert theirs.value.msg == f"{field} must be at most 18 digits", what
+    assert theirs.value.line is not None
+    with pytest.raises(SettlementError) as ours:
+        read_settlement(path)
+    assert str(ours.value) == str(theirs.value)
+    with pytest.raises(SettlementError) as background:
+        BackgroundCheck(path).result()
+    assert str(background.value) == str(theirs.value)
+
+
 def test_a_file_that_is_not_ascii_is_refused(tmp_path: Path) -> None:
     """Bytes outside ASCII make the file unreadable as a settlement."""
     path = tmp_path / "day.txt"

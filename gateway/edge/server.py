@@ -23,6 +23,7 @@ from aiohttp import web
 from gateway.edge.app import create_app
 from gateway.edge.runner import EdgeRunner
 from gateway.intake import CardIntake, IntakePolicy
+from gateway.listening import CannotListen, address, reason
 from gateway.merchants import DEMO, MerchantDirectory
 from gateway.store.sqlite import SqliteDatabase
 from gateway.vault import SqliteVaultStore, Vault
@@ -30,6 +31,10 @@ from hsm_sim.config import HsmConfig, open_hsm
 from hsm_sim.interface import Hsm
 
 log = structlog.get_logger("gateway.edge")
+
+
+class PortFileError(OSError):
+    """``serve``'s ``port_file`` could not be written."""
 
 
 @dataclass
@@ -103,11 +108,22 @@ async def serve(tokenization: Tokenization, merchants: MerchantDirectory, host: 
         app, access_log=logging.getLogger("aiohttp.access") if access_log else None,
         access_log_format=ACCESS_LOG_FORMAT)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
-    await site.start()
-    bound = bound_port(site, port)
-    if port_file:
-        port_file.write_text(f"{bound}\n")
+    try:
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise CannotListen(address(host, port), reason(exc)) from None
+        bound = bound_port(site, port)
+        if port_file:
+            try:
+                port_file.write_text(f"{bound}\n")
+            except OSError as exc:
+                raise PortFileError(f"cannot write the port file {port_file}: "
+                                    f"{reason(exc)}") from None
+    except BaseException:
+        await runner.cleanup()
+        raise
     log.info("edge_listening", url=f"http://{host}:{bound}", hsm=tokenization.hsm.backend)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,7 +20,7 @@ from typing import Any
 
 from codec import dialect
 from netsim.certify.matchers import CaseError, Exact, Matcher, Present, Regex
-from netsim.certify.script import Exchange, Reply
+from netsim.certify.script import Exchange, Reply, read_text
 from netsim.server import RESPONSE_FIELDS
 
 __all__ = ["load_recording", "to_exchanges"]
@@ -73,15 +73,13 @@ def to_exchanges(frames: list[dict[str, Any]], min_delay: float = 0.1) -> tuple[
 def load_recording(path: Path, min_delay: float = 0.1) -> tuple[Exchange, ...]:
     """Read a recording file and turn it into a replay script."""
     frames: list[dict[str, Any]] = []
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise CaseError(f"{path}: cannot read: {exc}") from None
-    for n, line in enumerate(lines, 1):
+    for n, line in enumerate(read_text(path).splitlines(), 1):
         if not line.strip():
             continue
         try:
             frame = json.loads(line)
+        except RecursionError:
+            raise CaseError(f"{path}:{n}: not valid JSON (nested too deeply)") from None
         except ValueError:
             raise CaseError(f"{path}:{n}: not a JSON line") from None
         if (not isinstance(frame, dict) or frame.get("dir") not in ("in", "out")

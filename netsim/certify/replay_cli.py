@@ -48,23 +48,39 @@ def register_replay(commands: Any) -> None:
     replay.set_defaults(func=_replay)
 
 
-def load_script(path: Path, min_delay: float = 0.1) -> Any:
-    """The exchanges of a recording or of a case file (CaseError if neither)."""
-    from netsim.certify.recording import load_recording
-    from netsim.certify.script import load_case
+#: The keys of a recorded frame (a recording's line): an object with one is no case.
+_FRAME_KEYS = frozenset({"t", "dir", "mti", "fields", "hex"})
 
-    text = path.read_text(encoding="utf-8")
+
+def load_script(path: Path, min_delay: float = 0.1) -> Any:
+    """The exchanges of a recording or of a case file (CaseError if neither).
+
+    A file that is one JSON object is a case unless it has a recorded frame's keys (a
+    recording of one line); a JSON array is neither; anything else is read as JSON lines.
+    """
+    from netsim.certify.matchers import CaseError
+    from netsim.certify.recording import load_recording
+    from netsim.certify.script import load_case, load_templates, read_text
+
+    text = read_text(path)
+    if not text.strip():
+        raise CaseError(f"{path}: empty, nothing to replay")
     try:
         whole = json.loads(text)
+    except RecursionError:
+        raise CaseError(f"{path}: not valid JSON (nested too deeply)") from None
     except ValueError:
-        whole = None
-    if isinstance(whole, dict) and "exchanges" in whole:
-        templates: dict[str, Any] = {}
-        suite = path.parent / "suite.json"
-        if suite.exists():
-            templates = json.loads(suite.read_text(encoding="utf-8")).get("templates", {})
-        return load_case(path, templates).exchanges
-    return load_recording(path, min_delay)
+        whole = None            # JSON lines: a recording (load_recording names a bad line)
+    if isinstance(whole, list):
+        raise CaseError(f"{path}: $: expected a case (an object with name, payment, "
+                        "exchanges, outcome) or a recording (JSON lines), not an array")
+    if isinstance(whole, dict) and ("exchanges" in whole or not _FRAME_KEYS & set(whole)):
+        exchanges = load_case(path, load_templates(path)).exchanges
+    else:
+        exchanges = load_recording(path, min_delay)
+    if not exchanges:
+        raise CaseError(f"{path}: no exchanges, nothing to replay")
+    return exchanges
 
 
 def _replay(args: argparse.Namespace) -> int:

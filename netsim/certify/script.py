@@ -11,6 +11,7 @@ the file and the JSON path. ``netsim/certify/README.md`` documents the format.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from pathlib import Path
 from typing import Any
 
 from codec import dialect
+from gateway.payments.money import FIELD4_MAX
 from netsim.certify.matchers import CaseError, Matcher, parse_matcher
 
 __all__ = ["Action", "Case", "Exchange", "Outcome", "Payment", "Reply", "Suite",
-           "load_case", "load_suite", "parse_exchanges"]
+           "load_case", "load_suite", "load_templates", "parse_exchanges", "read_text"]
 
 ACTIONS = ("capture", "cancel", "refund", "wait")
 STATUSES = ("requires_payment_method", "processing", "requires_capture", "succeeded",
@@ -130,6 +132,23 @@ def _typed(value: Any, tp: type[Any] | tuple[type[Any], ...], where: str, what: 
     return value
 
 
+def _amount(value: Any, where: str, low: int) -> int:
+    """Minor units in ``low..FIELD4_MAX`` (an int64 the API takes, 12 digits in field 4)."""
+    amount: int = _typed(value, int, where, f"minor units from {low} to {FIELD4_MAX}")
+    if not low <= amount <= FIELD4_MAX:
+        raise CaseError(f"{where}: expected minor units from {low} to {FIELD4_MAX}")
+    return amount
+
+
+def _seconds(value: Any, where: str, positive: bool = False) -> float:
+    """A finite number of seconds, >= 0 (``positive``: > 0)."""
+    what = "seconds > 0" if positive else "seconds >= 0"
+    seconds = float(_typed(value, (int, float), where, what))
+    if not math.isfinite(seconds) or seconds < 0 or (positive and seconds == 0):
+        raise CaseError(f"{where}: expected {what}")
+    return seconds
+
+
 def _reply(value: Any, where: str) -> Reply:
     if value is None:
         return Reply(none=True)
@@ -154,8 +173,8 @@ def _reply(value: Any, where: str) -> Reply:
     truncate = obj.get("truncate")
     if truncate is not None and _typed(truncate, int, f"{where}.truncate", "a length") < 1:
         raise CaseError(f"{where}.truncate: expected a length >= 1")
-    delay = float(_typed(obj.get("delay", 0.0), (int, float), f"{where}.delay", "seconds"))
-    return Reply(none=obj.get("none") is True, delay=max(delay, 0.0), mti=mti, fields=fields,
+    delay = _seconds(obj.get("delay", 0.0), f"{where}.delay")
+    return Reply(none=obj.get("none") is True, delay=delay, mti=mti, fields=fields,
                  raw=raw, truncate=truncate)
 
 
@@ -195,7 +214,7 @@ def _payment(value: Any, where: str) -> Payment:
     method = obj.get("capture_method", "manual")
     if method not in ("manual", "automatic"):
         raise CaseError(f"{where}.capture_method: expected manual or automatic")
-    return Payment(card=card, amount=_typed(obj["amount"], int, f"{where}.amount", "minor units"),
+    return Payment(card=card, amount=_amount(obj["amount"], f"{where}.amount", 1),
                    currency=_typed(obj.get("currency", "eur"), str, f"{where}.currency",
                                    "a currency code"),
                    capture_method=method,
@@ -215,9 +234,8 @@ def _actions(value: Any, where: str) -> tuple[Action, ...]:
         if obj["do"] not in ACTIONS:
             raise CaseError(f"{at}.do: expected one of {', '.join(ACTIONS)}")
         out.append(Action(obj["do"],
-                          _typed(obj.get("amount", 0), int, f"{at}.amount", "minor units"),
-                          float(_typed(obj.get("seconds", 0.0), (int, float), f"{at}.seconds",
-                                       "seconds")),
+                          _amount(obj.get("amount", 0), f"{at}.amount", 0),
+                          _seconds(obj.get("seconds", 0.0), f"{at}.seconds"),
                           _typed(obj.get("expect_error", ""), str, f"{at}.expect_error",
                                  "a gRPC status code name")))
     return tuple(out)
@@ -238,11 +256,26 @@ def _outcome(value: Any, where: str) -> Outcome:
     return Outcome(obj.get("confirm_status", ""), obj.get("status", ""), error, amounts)
 
 
-def _read(path: Path) -> Any:
+def read_text(path: Path) -> str:
+    """A case, suite or recording file's text (CaseError: missing, unreadable, not UTF-8)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return path.read_text(encoding="utf-8")
     except (OSError, ValueError) as exc:
         raise CaseError(f"{path}: cannot read JSON: {exc}") from None
+
+
+def _parse_json(text: str, where: str) -> Any:
+    """``text`` as JSON (CaseError naming ``where``: not JSON, or nested too deeply)."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise CaseError(f"{where}: not valid JSON (nested too deeply)") from None
+    except ValueError as exc:
+        raise CaseError(f"{where}: cannot read JSON: {exc}") from None
+
+
+def _read(path: Path) -> Any:
+    return _parse_json(read_text(path), str(path))
 
 
 def load_case(path: Path, templates: Mapping[str, Mapping[str, Any]] | None = None) -> Case:
@@ -259,15 +292,11 @@ def load_case(path: Path, templates: Mapping[str, Mapping[str, Any]] | None = No
                 exchanges=parse_exchanges(obj["exchanges"], f"{where}.exchanges",
                                           templates or {}),
                 outcome=_outcome(obj["outcome"], f"{where}.outcome"),
-                timeout=float(_typed(obj.get("timeout", 15.0), (int, float), f"{where}.timeout",
-                                     "seconds")))
+                timeout=_seconds(obj.get("timeout", 15.0), f"{where}.timeout", positive=True))
 
 
-def load_suite(directory: Path) -> Suite:
-    """A suite directory: ``suite.json`` (optional) and its ``*.json`` cases, by name."""
-    if not directory.is_dir():
-        raise CaseError(f"{directory}: not a suite directory")
-    meta_path = directory / "suite.json"
+def _suite_meta(meta_path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A ``suite.json`` (when there is one) and its checked per-MTI templates."""
     meta: dict[str, Any] = {}
     if meta_path.exists():
         meta = _obj(_read(meta_path), f"{meta_path}: $", ("$schema", "name", "description",
@@ -275,6 +304,20 @@ def load_suite(directory: Path) -> Suite:
     templates = _map(meta.get("templates", {}), f"{meta_path}: $.templates")
     for mti, fields in templates.items():
         _map(fields, f"{meta_path}: $.templates.{mti}")
+    return meta, templates
+
+
+def load_templates(case_path: Path) -> dict[str, Any]:
+    """The per-MTI templates of the ``suite.json`` beside a case file (none: empty)."""
+    return _suite_meta(case_path.parent / "suite.json")[1]
+
+
+def load_suite(directory: Path) -> Suite:
+    """A suite directory: ``suite.json`` (optional) and its ``*.json`` cases, by name."""
+    if not directory.is_dir():
+        raise CaseError(f"{directory}: not a suite directory")
+    meta_path = directory / "suite.json"
+    meta, templates = _suite_meta(meta_path)
     connect = parse_exchanges(meta.get("connect", []), f"{meta_path}: $.connect", templates)
     cases = tuple(load_case(p, templates) for p in sorted(directory.glob("*.json"))
                   if p.name != "suite.json")
