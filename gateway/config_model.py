@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gateway.logging import LEVELS
 from gateway.merchants import (
     DEMO,
     Merchant,
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
 
 ENV_PREFIX = "PAYGATE_"
 CONFIG_ENV = "PAYGATE_CONFIG"
-LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_LEVELS = LEVELS
 HSM_BACKENDS = ("software", "pkcs11")
 MASK = "********"
 

@@ -7,6 +7,7 @@ resolver's ``Name or service not known``, ...); the commands print it and exit 1
 
 from __future__ import annotations
 
+import argparse
 import os
 import socket
 
@@ -32,6 +33,17 @@ def reason(exc: OSError) -> str:
     if exc.errno and exc.errno > 0:
         return os.strerror(exc.errno).lower()
     return exc.strerror or str(exc) or type(exc).__name__
+
+
+def port_number(text: str) -> int:
+    """An ``argparse`` type for a TCP port option: 0 to 65535 (0: any free one)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"port {port} is not in 0..65535")
+    return port
 
 
 def address(host: str, port: int | str) -> str:

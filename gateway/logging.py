@@ -27,11 +27,12 @@ from structlog.typing import EventDict, Processor, WrappedLogger
 from codec.errors import mask_pan
 
 __all__ = [
-    "ISO_SENSITIVE_FIELDS", "REDACTED", "SENSITIVE_KEYS", "configure_logging", "get_logger",
-    "has_card_data",
-    "redact_card_data", "redact_text",
+    "ISO_SENSITIVE_FIELDS", "LEVELS", "REDACTED", "SENSITIVE_KEYS", "configure_logging",
+    "get_logger", "has_card_data", "redact_card_data", "redact_text",
 ]
 
+#: The log levels a command or the configuration may name.
+LEVELS: Final = ("debug", "info", "warning", "error", "critical")
 REDACTED: Final = "[REDACTED]"
 JWE: Final = "[JWE]"
 

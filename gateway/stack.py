@@ -27,7 +27,6 @@ from types import TracebackType
 from typing import Any
 
 import structlog
-from aiohttp import web
 from paygate.v1 import payments_pb2_grpc, tokens_pb2_grpc
 
 from gateway import metrics
@@ -40,7 +39,7 @@ from gateway.config import GatewayConfig, split_listen
 from gateway.devcerts import write_dev_certs
 from gateway.edge import create_app
 from gateway.edge.checkout import DemoCheckout, add_checkout_routes, demo_origins
-from gateway.edge.runner import EdgeRunner
+from gateway.edge.runner import EdgeRunner, listen
 from gateway.edge.server import bound_port
 from gateway.intake import CardIntake
 from gateway.listening import CannotListen, address, probe, reason
@@ -261,12 +260,7 @@ class Stack:
         await runner.setup()
         exit_.push_async_callback(runner.cleanup)
         http_host, http_port = split_listen(config.http.listen)
-        site = web.TCPSite(runner, http_host, http_port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise CannotListen(address(http_host, http_port), reason(exc),
-                               "the HTTP edge") from None
+        site = await listen(runner, http_host, http_port, "the HTTP edge")
         if checkout is not None:
             # The demo merchant's page is served on the edge's own socket under another
             # host name; that origin (known only now, port 0 picks one) may frame the card.

@@ -18,6 +18,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from gateway.listening import port_number
 from gateway.loops import add_loop_argument, run
 
 
@@ -40,7 +41,7 @@ def add_stack_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", type=Path, help="data directory (default: var)")
     parser.add_argument("--grpc", help="gRPC listen address, e.g. 127.0.0.1:50051")
     parser.add_argument("--http", help="HTTP edge listen address, e.g. 127.0.0.1:8080")
-    parser.add_argument("--netsim-port", type=int,
+    parser.add_argument("--netsim-port", type=port_number,
                         help="port of the embedded netsim (0: any); with --no-netsim, the "
                              "port of the external network (network.port)")
     parser.add_argument("--no-netsim", action="store_true",

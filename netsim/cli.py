@@ -19,6 +19,8 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gateway.listening import port_number
+from gateway.logging import LEVELS
 from gateway.loops import add_loop_argument
 
 if TYPE_CHECKING:
@@ -48,7 +50,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     serve.add_argument("--ca", required=True, type=Path,
                        help="CA (PEM) that client certificates must chain to")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s)")
-    serve.add_argument("--port", type=int, default=_DEFAULT_PORT,
+    serve.add_argument("--port", type=port_number, default=_DEFAULT_PORT,
                        help="port to bind, 0 for any free port (default %(default)s)")
     serve.add_argument("--port-file", type=Path,
                        help="also write the bound port to this file once listening")
@@ -70,7 +72,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                        help="JSON file of faults (latency, jitter, drop_rate, reset_rate, "
                             "refuse) applied at run time on SIGHUP")
     serve.add_argument("--log-level", default="info",
-                       choices=("debug", "info", "warning", "error"),
+                       choices=LEVELS,
                        help="log level on stderr (default %(default)s)")
     serve.add_argument("--record", type=Path, metavar="FILE",
                        help="write every frame to FILE (JSON lines, replayable with "

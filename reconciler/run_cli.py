@@ -21,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from gateway.listening import port_number
 from gateway.loops import add_loop_argument, run
 
 #: Seconds between passes while nothing is due (without ``--once``).
@@ -44,7 +45,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     add_loop_argument(parser)
     parser.add_argument("--config", type=Path, help="TOML configuration file")
     parser.add_argument("--data-dir", type=Path, help="data directory (default: var)")
-    parser.add_argument("--netsim-port", type=int,
+    parser.add_argument("--netsim-port", type=port_number,
                         help="port of the network (default: network.port of the config)")
 
 

@@ -7,21 +7,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from gateway.listening import port_number
+from gateway.logging import LEVELS
 from gateway.loops import add_loop_argument, loop_factory, run
-
-#: The choices of ``--log-level``.
-LOG_LEVELS = ("debug", "info", "warning", "error")
-
-
-def port_number(text: str) -> int:
-    """``--port``: a TCP port, 0 to 65535."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"port {port} is not in 0..65535")
-    return port
 
 
 def non_negative(text: str) -> int:
@@ -54,7 +42,7 @@ def register(sub: Any) -> None:
                        help="threads for HSM calls (default: one per core for the software "
                             "HSM, 1 for PKCS#11; 0 = on the event loop)")
     add_loop_argument(serve)
-    serve.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    serve.add_argument("--log-level", choices=LEVELS, default="info")
     serve.add_argument("--json-logs", action="store_true", help="one JSON object per line")
     serve.add_argument("--access-log", action="store_true",
                        help="log every request (method, path, status, size, time), redacted")

@@ -19,8 +19,9 @@ from aiohttp import web
 from aiohttp.http_exceptions import ContentEncodingError
 
 from gateway.edge.problems import HTTP_CODES, problem
+from gateway.listening import CannotListen, address, reason
 
-__all__ = ["EdgeRunner"]
+__all__ = ["EdgeRunner", "listen"]
 
 log = structlog.get_logger("gateway.edge")
 
@@ -71,6 +72,16 @@ DEFAULT_IDLE_TIMEOUT = 15.0
 #: Seconds the edge keeps reading (and dropping) a refused request's unread body before
 #: it closes, so that the client sees the answer rather than a reset (aiohttp: 10).
 LINGERING_TIME = 2.0
+
+
+async def listen(runner: web.AppRunner, host: str, port: int, what: str = "") -> web.TCPSite:
+    """Start ``runner`` on ``host:port``; a failure to bind is :class:`CannotListen`."""
+    site = web.TCPSite(runner, host, port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise CannotListen(address(host, port), reason(exc), what) from None
+    return site
 
 
 class EdgeRunner(web.AppRunner):

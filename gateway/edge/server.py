@@ -21,9 +21,9 @@ import structlog
 from aiohttp import web
 
 from gateway.edge.app import create_app
-from gateway.edge.runner import EdgeRunner
+from gateway.edge.runner import EdgeRunner, listen
 from gateway.intake import CardIntake, IntakePolicy
-from gateway.listening import CannotListen, address, reason
+from gateway.listening import reason
 from gateway.merchants import DEMO, MerchantDirectory
 from gateway.store.sqlite import SqliteDatabase
 from gateway.vault import SqliteVaultStore, Vault
@@ -109,11 +109,7 @@ async def serve(tokenization: Tokenization, merchants: MerchantDirectory, host: 
         access_log_format=ACCESS_LOG_FORMAT)
     await runner.setup()
     try:
-        site = web.TCPSite(runner, host, port)
-        try:
-            await site.start()
-        except OSError as exc:
-            raise CannotListen(address(host, port), reason(exc)) from None
+        site = await listen(runner, host, port)
         bound = bound_port(site, port)
         if port_file:
             try:
